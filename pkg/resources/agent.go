@@ -1,0 +1,75 @@
+package resources
+
+import (
+	"github.com/cosi-project/runtime/pkg/resource"
+	"github.com/cosi-project/runtime/pkg/resource/meta"
+	"github.com/cosi-project/runtime/pkg/resource/typed"
+
+	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
+)
+
+// NodeStatusType is the agent's own identity and state; its ID is the node name.
+const NodeStatusType = resource.Type("NodeStatuses.agent.talos-lb.dev")
+
+// NodeStatus is the agent's own identity and state.
+type NodeStatus = typed.Resource[Spec[resourcepb.NodeStatusSpec, *resourcepb.NodeStatusSpec], NodeStatusExtension]
+
+// NewNodeStatus returns an empty NodeStatus for the node.
+func NewNodeStatus(node string) *NodeStatus {
+	return newResource[resourcepb.NodeStatusSpec, *resourcepb.NodeStatusSpec, NodeStatusExtension](
+		AgentNamespace, NodeStatusType, node, &resourcepb.NodeStatusSpec{})
+}
+
+// NodeStatusExtension provides the resource definition.
+type NodeStatusExtension struct{}
+
+// ResourceDefinition implements meta.ResourceDefinitionProvider.
+func (NodeStatusExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
+	return meta.ResourceDefinitionSpec{
+		Type:             NodeStatusType,
+		Aliases:          []resource.Type{"node", "nodes"},
+		DefaultNamespace: AgentNamespace,
+		PrintColumns: []meta.PrintColumn{
+			{Name: "Role", JSONPath: "{.role}"},
+			{Name: "Version", JSONPath: "{.version}"},
+			{Name: "Config", JSONPath: "{.configGeneration}"},
+			{Name: "Addresses", JSONPath: "{.addresses[*]}"},
+		},
+	}
+}
+
+// EndpointHealthType is the result of probing one configured endpoint; its ID is the check's name.
+const EndpointHealthType = resource.Type("EndpointHealths.agent.talos-lb.dev")
+
+// EndpointHealth is the result of probing one configured endpoint.
+type EndpointHealth = typed.Resource[Spec[resourcepb.EndpointHealthSpec, *resourcepb.EndpointHealthSpec], EndpointHealthExtension]
+
+// NewEndpointHealth returns an empty EndpointHealth for the named check.
+func NewEndpointHealth(name string) *EndpointHealth {
+	return newResource[resourcepb.EndpointHealthSpec, *resourcepb.EndpointHealthSpec, EndpointHealthExtension](
+		AgentNamespace, EndpointHealthType, name, &resourcepb.EndpointHealthSpec{})
+}
+
+// EndpointHealthExtension provides the resource definition.
+type EndpointHealthExtension struct{}
+
+// ResourceDefinition implements meta.ResourceDefinitionProvider.
+func (EndpointHealthExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
+	return meta.ResourceDefinitionSpec{
+		Type:             EndpointHealthType,
+		Aliases:          []resource.Type{"health", "healths", "eh"},
+		DefaultNamespace: AgentNamespace,
+		PrintColumns: []meta.PrintColumn{
+			{Name: "Kind", JSONPath: "{.kind}"},
+			{Name: "Address", JSONPath: "{.address}"},
+			{Name: "State", JSONPath: "{.state}"},
+			{Name: "Latency us", JSONPath: "{.latencyUs}"},
+			{Name: "Last Error", JSONPath: "{.lastError}"},
+		},
+	}
+}
+
+func init() {
+	registerType(NodeStatusType, &NodeStatus{})
+	registerType(EndpointHealthType, &EndpointHealth{})
+}
