@@ -21,8 +21,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	agentpb "github.com/talos-lb/talos-lb/api/agent/v1alpha1"
 	"github.com/talos-lb/talos-lb/agent/grpcapi"
+	agentpb "github.com/talos-lb/talos-lb/api/agent/v1alpha1"
 	"github.com/talos-lb/talos-lb/pkg/client"
 	"github.com/talos-lb/talos-lb/pkg/pki"
 	"github.com/talos-lb/talos-lb/pkg/resources"

@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
 	"github.com/talos-lb/talos-lb/agent/health"
+	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
 )
 
 func TestNetProberHTTPS(t *testing.T) {

@@ -1,0 +1,254 @@
+// Package daemon wires the agent together: state, config watcher, COSI
+// controllers, gRPC API and metrics, and shuts them down in order on SIGTERM.
+// It holds no logic of its own beyond that wiring.
+package daemon
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cosi-project/runtime/pkg/controller"
+	"github.com/cosi-project/runtime/pkg/controller/runtime"
+	"github.com/cosi-project/runtime/pkg/state"
+	"github.com/cosi-project/runtime/pkg/state/impl/inmem"
+	"github.com/cosi-project/runtime/pkg/state/impl/namespaced"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/talos-lb/talos-lb/agent/configwatch"
+	"github.com/talos-lb/talos-lb/agent/grpcapi"
+	"github.com/talos-lb/talos-lb/agent/health"
+	"github.com/talos-lb/talos-lb/agent/node"
+	"github.com/talos-lb/talos-lb/pkg/config"
+	"github.com/talos-lb/talos-lb/pkg/netutil"
+	"github.com/talos-lb/talos-lb/pkg/pki"
+	"github.com/talos-lb/talos-lb/pkg/resources"
+	"github.com/talos-lb/talos-lb/pkg/version"
+)
+
+// Options are the agent's command-line settings.
+type Options struct {
+	ConfigPath string
+	// ConfigPoll is how often the config file is checked for changes.
+	ConfigPoll time.Duration
+	Logger     *zap.Logger
+	// Reload receives a value for every SIGHUP.
+	Reload <-chan struct{}
+}
+
+// shutdownBudget keeps the whole shutdown well inside Talos's 10 s before SIGKILL.
+const shutdownBudget = 3 * time.Second
+
+// Run runs the agent until ctx is cancelled, then shuts it down.
+func Run(ctx context.Context, opts Options) error {
+	logger := opts.Logger
+	startedAt := time.Now()
+
+	st := state.WrapCore(namespaced.NewState(inmem.Build))
+	if err := resources.Register(ctx, st); err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(),
+	)
+
+	watcher := configwatch.New(opts.ConfigPath, st, reg, logger)
+
+	cfg, err := watcher.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("loading config: %w", err)
+	}
+
+	logger = logger.With(zap.String("node", cfg.Node.Name))
+
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("creating state directory (stateDir): %w", err)
+	}
+
+	serverTLS, err := loadServerTLS(cfg.API.TLS)
+	if err != nil {
+		return err
+	}
+
+	// Bind every port before starting anything, so a taken port fails the start loudly.
+	apiListener, err := net.Listen("tcp", cfg.API.Listen)
+	if err != nil {
+		return fmt.Errorf("api.listen %s: %w", cfg.API.Listen, err)
+	}
+
+	var metricsListener net.Listener
+
+	if cfg.Metrics.Enabled {
+		metricsListener, err = net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			apiListener.Close() //nolint:errcheck
+
+			return fmt.Errorf("metrics.listen %s: %w", cfg.Metrics.Listen, err)
+		}
+	}
+
+	rt, err := runtime.NewRuntime(st, logger.Named("runtime"))
+	if err != nil {
+		return fmt.Errorf("creating controller runtime: %w", err)
+	}
+
+	for _, c := range []controller.Controller{
+		&health.Controller{Prober: health.NetProber{}, Metrics: health.NewMetrics(reg)},
+		&node.StatusController{Addresses: netutil.NetlinkAddresses{}, Version: version.Version, StartedAt: startedAt},
+	} {
+		if err := rt.RegisterController(c); err != nil {
+			return fmt.Errorf("registering controller %s: %w", c.Name(), err)
+		}
+	}
+
+	api := grpcapi.New(grpcapi.Options{
+		State: st, Reloader: watcher, NodeName: cfg.Node.Name, Version: version.Version,
+		TLS: serverTLS, Registry: reg, Logger: logger.Named("api"),
+	})
+
+	runCtx, stopRuntime := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRuntime()
+
+	var (
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		runErr  error
+	)
+
+	fail := func(err error) {
+		errOnce.Do(func() { runErr = err })
+	}
+
+	goFn := func(fn func()) {
+		wg.Add(1)
+
+		go func() {
+			defer wg.Done()
+
+			fn()
+		}()
+	}
+
+	// A component that dies takes the agent down: Talos restarts the service.
+	componentCtx, componentFailed := context.WithCancel(ctx)
+	defer componentFailed()
+
+	goFn(func() {
+		if err := rt.Run(runCtx); err != nil {
+			fail(fmt.Errorf("controller runtime: %w", err))
+			componentFailed()
+		}
+	})
+	goFn(func() {
+		if err := api.Serve(apiListener); err != nil {
+			fail(err)
+			componentFailed()
+		}
+	})
+	goFn(func() { watcher.Run(runCtx, opts.ConfigPoll) })
+	goFn(func() {
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-opts.Reload:
+				watcher.Reload(runCtx) //nolint:errcheck // logged and shown in ConfigStatus
+			}
+		}
+	})
+
+	var metricsServer *http.Server
+
+	if metricsListener != nil {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		metricsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+
+		goFn(func() {
+			logger.Info("metrics listening", zap.Stringer("address", metricsListener.Addr()))
+
+			if err := metricsServer.Serve(metricsListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				fail(fmt.Errorf("metrics server: %w", err))
+				componentFailed()
+			}
+		})
+	}
+
+	logger.Info("agent started", zap.String("version", version.Version), zap.String("role", string(cfg.Node.Role)))
+
+	<-componentCtx.Done()
+
+	logger.Info("agent stopping")
+
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownBudget)
+	defer cancel()
+
+	api.Stop(time.Second)
+
+	if metricsServer != nil {
+		metricsServer.Shutdown(shutdownCtx) //nolint:errcheck // best effort on the way out
+	}
+
+	stopRuntime()
+	wg.Wait()
+
+	logger.Info("agent stopped")
+
+	return runErr
+}
+
+func loadServerTLS(t config.TLS) (*tls.Config, error) {
+	read := func(field, path string) ([]byte, error) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("api.tls.%s: %w", field, err)
+		}
+
+		return b, nil
+	}
+
+	ca, err := read("ca", t.CA)
+	if err != nil {
+		return nil, err
+	}
+
+	cert, err := read("cert", t.Cert)
+	if err != nil {
+		return nil, err
+	}
+
+	key, err := read("key", t.Key)
+	if err != nil {
+		return nil, err
+	}
+
+	cfg, err := pki.ServerTLS(ca, cert, key)
+	if err != nil {
+		return nil, fmt.Errorf("api.tls: %w", err)
+	}
+
+	return cfg, nil
+}
+
+func buildInfo() prometheus.Collector {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "talos_lb", Name: "build_info",
+		Help: "Always 1; the labels say which build runs.",
+	}, []string{"version"})
+	g.WithLabelValues(version.Version).Set(1)
+
+	return g
+}
