@@ -65,6 +65,8 @@ func newLogger(format string) (*zap.Logger, error) {
 	cfg := zap.NewProductionConfig()
 	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	cfg.Sampling = nil
+	// Errors here are operational (a rejected config, an unreachable peer): a stack trace only buries them.
+	cfg.DisableStacktrace = true
 
 	switch format {
 	case "json":

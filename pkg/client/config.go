@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -54,7 +55,7 @@ func LoadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("client config %s does not exist: create one with `lbctl gen lbconfig` or pass --lbconfig", path)
+			return nil, fmt.Errorf("client config %s does not exist, create one with `lbctl gen lbconfig` or pass --lbconfig: %w", path, fs.ErrNotExist)
 		}
 
 		return nil, fmt.Errorf("reading client config: %w", err)

@@ -26,9 +26,11 @@ type NodeStatusExtension struct{}
 // ResourceDefinition implements meta.ResourceDefinitionProvider.
 func (NodeStatusExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
 	return meta.ResourceDefinitionSpec{
-		Type:             NodeStatusType,
-		Aliases:          []resource.Type{"node", "nodes"},
-		DefaultNamespace: AgentNamespace,
+		Type: NodeStatusType,
+		// The automatic "ns" alias would shadow namespaces.
+		SkipAutomaticAliases: true,
+		Aliases:              []resource.Type{"node", "nodes", "nodestatus", "nodestatuses"},
+		DefaultNamespace:     AgentNamespace,
 		PrintColumns: []meta.PrintColumn{
 			{Name: "Role", JSONPath: "{.role}"},
 			{Name: "Version", JSONPath: "{.version}"},
@@ -57,7 +59,7 @@ type EndpointHealthExtension struct{}
 func (EndpointHealthExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
 	return meta.ResourceDefinitionSpec{
 		Type:             EndpointHealthType,
-		Aliases:          []resource.Type{"health", "healths", "eh"},
+		Aliases:          []resource.Type{"health", "healths"},
 		DefaultNamespace: AgentNamespace,
 		PrintColumns: []meta.PrintColumn{
 			{Name: "Kind", JSONPath: "{.kind}"},

@@ -63,7 +63,7 @@ type ConfigStatusExtension struct{}
 func (ConfigStatusExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
 	return meta.ResourceDefinitionSpec{
 		Type:             ConfigStatusType,
-		Aliases:          []resource.Type{"configstatus"},
+		Aliases:          []resource.Type{"configstatuses"},
 		DefaultNamespace: ConfigNamespace,
 		PrintColumns: []meta.PrintColumn{
 			{Name: "Generation", JSONPath: "{.generation}"},

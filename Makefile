@@ -1,0 +1,56 @@
+# talos-lb — every entry point a developer or CI uses.
+SHELL := /bin/bash
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+GO ?= go
+OUT := _out
+LDFLAGS := -s -w -X github.com/talos-lb/talos-lb/pkg/version.Version=$(VERSION)
+BINARIES := lb-agent lbctl
+export CGO_ENABLED := 0
+
+.PHONY: all build generate check-generate lint test test-unit test-netns deps demo clean
+
+all: build
+
+build: $(addprefix $(OUT)/,$(BINARIES))
+
+$(OUT)/%: FORCE
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/$*
+
+FORCE:
+
+## generate: regenerate protobuf code from api/ with buf (run as a Go tool, no protoc needed).
+generate:
+	cd api && $(GO) tool -modfile=../hack/tools/go.mod buf generate
+
+## check-generate: fail when the checked-in generated code differs from what `make generate` makes.
+check-generate: generate
+	@git diff --exit-code -- api || { echo "generated code is out of date: run make generate and commit" >&2; exit 1; }
+	@test -z "$$(git status --porcelain -- api)" || { git status --porcelain -- api; echo "generate produced untracked files" >&2; exit 1; }
+
+## lint: gofmt, go vet, and buf lint of the protobuf API.
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
+	$(GO) vet ./...
+	cd api && $(GO) tool -modfile=../hack/tools/go.mod buf lint
+
+## deps: install the Debian packages the lab and tests need (idempotent).
+deps:
+	./hack/install-deps.sh
+
+## test-unit: unit tests (no root, no network namespaces).
+test-unit:
+	$(GO) test -count=1 ./agent/... ./pkg/... ./cmd/...
+
+## test-netns: the netns tier: real agent processes in network namespaces with BIRD and real clients (root).
+test-netns: deps build
+	LB_BIN_DIR=$(CURDIR)/$(OUT) $(GO) test -count=1 -p 1 -timeout 15m ./integration/...
+
+## test: everything CI runs.
+test: lint check-generate test-unit test-netns
+
+## demo: a lab of 3 agents, a BIRD router and a client in network namespaces; Ctrl-C tears it down.
+demo: deps build
+	LB_BIN_DIR=$(CURDIR)/$(OUT) $(GO) run ./hack/demo
+
+clean:
+	rm -rf $(OUT)
