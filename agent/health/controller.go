@@ -7,7 +7,6 @@ package health
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -50,11 +49,10 @@ func (ctrl *Controller) Outputs() []controller.Output {
 }
 
 type probeResult struct {
-	name    string
-	gen     uint64
-	at      time.Time
-	latency time.Duration
-	err     error
+	Result
+
+	name string
+	gen  uint64
 }
 
 // check is one running prober and what it has concluded so far.
@@ -62,7 +60,7 @@ type check struct {
 	spec    *resourcepb.HealthCheckSpec
 	gen     uint64
 	cancel  context.CancelFunc
-	verdict verdict
+	verdict Verdict
 	since   time.Time
 	last    *probeResult
 }
@@ -110,14 +108,19 @@ func (ctrl *Controller) Run(ctx context.Context, r controller.Runtime, logger *z
 
 				gen++
 				probeCtx, cancel := context.WithCancel(ctx)
-				checks[name] = &check{spec: spec, gen: gen, cancel: cancel, verdict: verdict{state: StateUnknown}, since: time.Now()}
+				checks[name] = &check{spec: spec, gen: gen, cancel: cancel, verdict: NewVerdict(), since: time.Now()}
 
 				wg.Add(1)
 
 				go func(gen uint64) {
 					defer wg.Done()
 
-					ctrl.probeLoop(probeCtx, spec, gen, results)
+					Loop(probeCtx, ctrl.Prober, spec, func(res Result) {
+						select {
+						case results <- probeResult{Result: res, name: name, gen: gen}:
+						case <-probeCtx.Done():
+						}
+					})
 				}(gen)
 
 				logger.Info("health check started", zap.String("check", name), zap.String("kind", spec.GetKind()), zap.String("address", spec.GetAddress()))
@@ -142,13 +145,13 @@ func (ctrl *Controller) Run(ctx context.Context, r controller.Runtime, logger *z
 
 			c.last = &res
 
-			if c.verdict.observe(res.err == nil, c.spec.GetRise(), c.spec.GetFall()) {
-				c.since = res.at
+			if c.verdict.Observe(res.Err == nil, c.spec.GetRise(), c.spec.GetFall()) {
+				c.since = res.At
 
-				logger.Info("endpoint health changed", zap.String("check", res.name), zap.String("state", c.verdict.state), zap.Error(res.err))
+				logger.Info("endpoint health changed", zap.String("check", res.name), zap.String("state", c.verdict.State), zap.Error(res.Err))
 			}
 
-			ctrl.Metrics.observe(res.name, c.verdict.state, res.latency, res.err)
+			ctrl.Metrics.observe(res.name, c.verdict.State, res.Latency, res.Err)
 
 			if err := ctrl.write(ctx, r, c); err != nil {
 				return err
@@ -181,53 +184,22 @@ func (ctrl *Controller) write(ctx context.Context, r controller.ReaderWriter, c 
 		s.Name = c.spec.GetName()
 		s.Kind = c.spec.GetKind()
 		s.Address = c.spec.GetAddress()
-		s.State = c.verdict.state
-		s.Healthy = c.verdict.state == StateHealthy
+		s.State = c.verdict.State
+		s.Healthy = c.verdict.State == StateHealthy
 		s.Since = timestamppb.New(c.since)
-		s.ConsecutiveSuccesses = c.verdict.successes
-		s.ConsecutiveFailures = c.verdict.failures
+		s.ConsecutiveSuccesses = c.verdict.Successes
+		s.ConsecutiveFailures = c.verdict.Failures
 
 		if c.last != nil {
-			s.LastProbeAt = timestamppb.New(c.last.at)
-			s.LatencyUs = c.last.latency.Microseconds()
+			s.LastProbeAt = timestamppb.New(c.last.At)
+			s.LatencyUs = c.last.Latency.Microseconds()
 			s.LastError = ""
 
-			if c.last.err != nil {
-				s.LastError = c.last.err.Error()
+			if c.last.Err != nil {
+				s.LastError = c.last.Err.Error()
 			}
 		}
 
 		return nil
 	})
-}
-
-// probeLoop probes until ctx ends; the first probe is immediate so a fresh
-// agent reaches a verdict within rise × interval.
-func (ctrl *Controller) probeLoop(ctx context.Context, spec *resourcepb.HealthCheckSpec, gen uint64, out chan<- probeResult) {
-	interval := spec.GetInterval().AsDuration()
-	timeout := spec.GetTimeout().AsDuration()
-
-	for {
-		start := time.Now()
-
-		probeCtx, cancel := context.WithTimeout(ctx, timeout)
-		err := ctrl.Prober.Probe(probeCtx, spec)
-
-		cancel()
-
-		select {
-		case out <- probeResult{name: spec.GetName(), gen: gen, at: start, latency: time.Since(start), err: err}:
-		case <-ctx.Done():
-			return
-		}
-
-		// ±10 % jitter keeps many nodes from probing one API server in lockstep.
-		wait := interval - time.Since(start) + time.Duration((rand.Float64()-0.5)*0.2*float64(interval))
-
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return
-		}
-	}
 }
