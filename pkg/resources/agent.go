@@ -33,7 +33,7 @@ func (NodeStatusExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
 		DefaultNamespace:     AgentNamespace,
 		PrintColumns: []meta.PrintColumn{
 			{Name: "Role", JSONPath: "{.role}"},
-			{Name: "Version", JSONPath: "{.version}"},
+			{Name: "Build", JSONPath: "{.version}"},
 			{Name: "Config", JSONPath: "{.configGeneration}"},
 			{Name: "Addresses", JSONPath: "{.addresses[*]}"},
 		},
