@@ -47,6 +47,7 @@ type Config struct {
 	Metrics      Metrics       `yaml:"metrics"`
 	StateDir     string        `yaml:"stateDir"`
 	HealthChecks []HealthCheck `yaml:"healthChecks"`
+	Proxies      []Proxy       `yaml:"proxies"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("1s",
@@ -138,6 +139,7 @@ func (c *Config) defaults(s scope) {
 	for i := range c.HealthChecks {
 		c.HealthChecks[i].defaults(s.at("healthChecks").index(i))
 	}
+	defaultProxies(s.at("proxies"), c.Proxies)
 }
 
 func (c *Config) validate(s scope) {
@@ -166,6 +168,7 @@ func (c *Config) validate(s scope) {
 		}
 		first[hc.Name] = i
 	}
+	validateProxies(s.at("proxies"), c.Proxies)
 }
 
 // parseDocument returns the top-level mapping of a single-document file.
