@@ -164,6 +164,10 @@ func (w *Watcher) apply(ctx context.Context, cfg *config.Config, raw []byte) err
 		return fmt.Errorf("publishing agent config: %w", err)
 	}
 
+	if err := publishProxies(ctx, w.state, cfg); err != nil {
+		return err
+	}
+
 	w.gen++
 	w.appliedSum = sum
 	w.rejectedSum, w.rejectedErr = "", nil
