@@ -48,6 +48,7 @@ type Config struct {
 	StateDir     string        `yaml:"stateDir"`
 	HealthChecks []HealthCheck `yaml:"healthChecks"`
 	Proxies      []Proxy       `yaml:"proxies"`
+	VIP          *VIP          `yaml:"vip"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("1s",
@@ -140,6 +141,9 @@ func (c *Config) defaults(s scope) {
 		c.HealthChecks[i].defaults(s.at("healthChecks").index(i))
 	}
 	defaultProxies(s.at("proxies"), c.Proxies)
+	if c.VIP != nil {
+		c.VIP.defaults(s.at("vip"))
+	}
 }
 
 func (c *Config) validate(s scope) {
@@ -169,6 +173,9 @@ func (c *Config) validate(s scope) {
 		first[hc.Name] = i
 	}
 	validateProxies(s.at("proxies"), c.Proxies)
+	if c.VIP != nil {
+		c.VIP.validate(s.at("vip"), c)
+	}
 }
 
 // parseDocument returns the top-level mapping of a single-document file.
