@@ -168,6 +168,10 @@ func (w *Watcher) apply(ctx context.Context, cfg *config.Config, raw []byte) err
 		return err
 	}
 
+	if err := publishVIP(ctx, w.state, cfg, w.running); err != nil {
+		return err
+	}
+
 	w.gen++
 	w.appliedSum = sum
 	w.rejectedSum, w.rejectedErr = "", nil

@@ -75,3 +75,38 @@ func init() {
 	registerType(NodeStatusType, &NodeStatus{})
 	registerType(EndpointHealthType, &EndpointHealth{})
 }
+
+// AgentLifecycleType tells controllers the agent is stopping.
+const AgentLifecycleType = resource.Type("AgentLifecycles.agent.talos-lb.dev")
+
+// AgentLifecycleID is the ID of the only AgentLifecycle.
+const AgentLifecycleID = resource.ID("agent")
+
+// AgentLifecycle tells controllers the agent is stopping.
+type AgentLifecycle = typed.Resource[Spec[resourcepb.AgentLifecycleSpec, *resourcepb.AgentLifecycleSpec], AgentLifecycleExtension]
+
+// NewAgentLifecycle returns an empty AgentLifecycle.
+func NewAgentLifecycle() *AgentLifecycle {
+	return newResource[resourcepb.AgentLifecycleSpec, *resourcepb.AgentLifecycleSpec, AgentLifecycleExtension](
+		AgentNamespace, AgentLifecycleType, AgentLifecycleID, &resourcepb.AgentLifecycleSpec{})
+}
+
+// AgentLifecycleExtension provides the resource definition.
+type AgentLifecycleExtension struct{}
+
+// ResourceDefinition implements meta.ResourceDefinitionProvider.
+func (AgentLifecycleExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
+	return meta.ResourceDefinitionSpec{
+		Type:             AgentLifecycleType,
+		Aliases:          []resource.Type{"lifecycle"},
+		DefaultNamespace: AgentNamespace,
+		PrintColumns: []meta.PrintColumn{
+			{Name: "Shutting Down", JSONPath: "{.shuttingDown}"},
+			{Name: "Since", JSONPath: "{.since}"},
+		},
+	}
+}
+
+func init() {
+	registerType(AgentLifecycleType, &AgentLifecycle{})
+}

@@ -24,12 +24,18 @@ const (
 	ConfigNamespace resource.Namespace = "config"
 	// AgentNamespace holds what the agent observes and does.
 	AgentNamespace resource.Namespace = "agent"
+	// VIPNamespace holds the control-plane VIP: its config, the election and the addresses held.
+	VIPNamespace resource.Namespace = "vip"
+	// IPVSNamespace holds kernel IPVS balancing: the virtual services wanted and what runs.
+	IPVSNamespace resource.Namespace = "ipvs"
 )
 
 // Namespaces lists every namespace with its description, for registration.
 var Namespaces = map[resource.Namespace]string{
 	ConfigNamespace: "Configuration the agent was given",
 	AgentNamespace:  "What the agent observes and does",
+	VIPNamespace:    "The control-plane VIP: election and addresses",
+	IPVSNamespace:   "Kernel IPVS balancing: virtual services wanted and programmed",
 }
 
 // spec constrains a protobuf message type usable as a resource spec.

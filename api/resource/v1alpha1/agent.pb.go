@@ -238,6 +238,60 @@ func (x *EndpointHealthSpec) GetConsecutiveFailures() uint32 {
 	return 0
 }
 
+// AgentLifecycleSpec tells controllers the agent is stopping, so they can let
+// go of what peers must take over (the VIP) before the process exits.
+type AgentLifecycleSpec struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ShuttingDown  bool                   `protobuf:"varint,1,opt,name=shutting_down,json=shuttingDown,proto3" json:"shutting_down,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentLifecycleSpec) Reset() {
+	*x = AgentLifecycleSpec{}
+	mi := &file_resource_v1alpha1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentLifecycleSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentLifecycleSpec) ProtoMessage() {}
+
+func (x *AgentLifecycleSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_resource_v1alpha1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentLifecycleSpec.ProtoReflect.Descriptor instead.
+func (*AgentLifecycleSpec) Descriptor() ([]byte, []int) {
+	return file_resource_v1alpha1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AgentLifecycleSpec) GetShuttingDown() bool {
+	if x != nil {
+		return x.ShuttingDown
+	}
+	return false
+}
+
+func (x *AgentLifecycleSpec) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
 var File_resource_v1alpha1_agent_proto protoreflect.FileDescriptor
 
 const file_resource_v1alpha1_agent_proto_rawDesc = "" +
@@ -265,7 +319,10 @@ const file_resource_v1alpha1_agent_proto_rawDesc = "" +
 	"last_error\x18\t \x01(\tR\tlastError\x123\n" +
 	"\x15consecutive_successes\x18\n" +
 	" \x01(\rR\x14consecutiveSuccesses\x121\n" +
-	"\x14consecutive_failures\x18\v \x01(\rR\x13consecutiveFailuresB?Z=github.com/talos-lb/talos-lb/api/resource/v1alpha1;resourcepbb\x06proto3"
+	"\x14consecutive_failures\x18\v \x01(\rR\x13consecutiveFailures\"k\n" +
+	"\x12AgentLifecycleSpec\x12#\n" +
+	"\rshutting_down\x18\x01 \x01(\bR\fshuttingDown\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05sinceB?Z=github.com/talos-lb/talos-lb/api/resource/v1alpha1;resourcepbb\x06proto3"
 
 var (
 	file_resource_v1alpha1_agent_proto_rawDescOnce sync.Once
@@ -279,21 +336,23 @@ func file_resource_v1alpha1_agent_proto_rawDescGZIP() []byte {
 	return file_resource_v1alpha1_agent_proto_rawDescData
 }
 
-var file_resource_v1alpha1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_resource_v1alpha1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_resource_v1alpha1_agent_proto_goTypes = []any{
 	(*NodeStatusSpec)(nil),        // 0: talos_lb.resource.v1alpha1.NodeStatusSpec
 	(*EndpointHealthSpec)(nil),    // 1: talos_lb.resource.v1alpha1.EndpointHealthSpec
-	(*timestamppb.Timestamp)(nil), // 2: google.protobuf.Timestamp
+	(*AgentLifecycleSpec)(nil),    // 2: talos_lb.resource.v1alpha1.AgentLifecycleSpec
+	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
 }
 var file_resource_v1alpha1_agent_proto_depIdxs = []int32{
-	2, // 0: talos_lb.resource.v1alpha1.NodeStatusSpec.started_at:type_name -> google.protobuf.Timestamp
-	2, // 1: talos_lb.resource.v1alpha1.EndpointHealthSpec.since:type_name -> google.protobuf.Timestamp
-	2, // 2: talos_lb.resource.v1alpha1.EndpointHealthSpec.last_probe_at:type_name -> google.protobuf.Timestamp
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	3, // 0: talos_lb.resource.v1alpha1.NodeStatusSpec.started_at:type_name -> google.protobuf.Timestamp
+	3, // 1: talos_lb.resource.v1alpha1.EndpointHealthSpec.since:type_name -> google.protobuf.Timestamp
+	3, // 2: talos_lb.resource.v1alpha1.EndpointHealthSpec.last_probe_at:type_name -> google.protobuf.Timestamp
+	3, // 3: talos_lb.resource.v1alpha1.AgentLifecycleSpec.since:type_name -> google.protobuf.Timestamp
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_resource_v1alpha1_agent_proto_init() }
@@ -307,7 +366,7 @@ func file_resource_v1alpha1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_resource_v1alpha1_agent_proto_rawDesc), len(file_resource_v1alpha1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,59 @@
+package configwatch
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/cosi-project/runtime/pkg/safe"
+	"github.com/cosi-project/runtime/pkg/state"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
+	"github.com/talos-lb/talos-lb/pkg/config"
+	"github.com/talos-lb/talos-lb/pkg/resources"
+)
+
+// vipSpec converts the vip section; the node name and state directory are the
+// running ones, because the election identity cannot change under a live Raft.
+func vipSpec(v *config.VIP, running *config.Config) *resourcepb.VipConfigSpec {
+	spec := &resourcepb.VipConfigSpec{
+		NodeName:           running.Node.Name,
+		StateDir:           running.StateDir,
+		Addresses:          v.Addresses,
+		Link:               v.Link,
+		HealthCheck:        v.HealthCheck,
+		ElectionListen:     v.Election.Listen,
+		HeartbeatTimeout:   durationpb.New(v.Election.HeartbeatTimeout.Duration),
+		LeaderLeaseTimeout: durationpb.New(v.Election.LeaderLeaseTimeout.Duration),
+		AnnounceCount:      uint32(v.Announce.Count), //nolint:gosec // validated to 1..50
+		AnnounceInterval:   durationpb.New(v.Announce.Interval.Duration),
+		AnnounceRefresh:    durationpb.New(v.Announce.Refresh.Duration),
+	}
+
+	for _, p := range v.Election.Peers {
+		spec.Peers = append(spec.Peers, &resourcepb.VipPeer{Name: p.Name, Address: p.Address})
+	}
+
+	return spec
+}
+
+// publishVIP makes VIPConfig say what cfg says, or removes it when the section is gone.
+func publishVIP(ctx context.Context, st state.State, cfg, running *config.Config) error {
+	if cfg.VIP == nil {
+		if err := st.Destroy(ctx, resources.NewVIPConfig().Metadata()); err != nil && !state.IsNotFoundError(err) {
+			return fmt.Errorf("removing vip config: %w", err)
+		}
+
+		return nil
+	}
+
+	if err := safe.StateModify(ctx, st, resources.NewVIPConfig(), func(r *resources.VIPConfig) error {
+		r.TypedSpec().Value = vipSpec(cfg.VIP, running)
+
+		return nil
+	}); err != nil {
+		return fmt.Errorf("publishing vip config: %w", err)
+	}
+
+	return nil
+}
