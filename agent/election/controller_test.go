@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
 	"github.com/talos-lb/talos-lb/agent/election"
+	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
 	"github.com/talos-lb/talos-lb/pkg/ctest"
 	"github.com/talos-lb/talos-lb/pkg/resources"
 )

@@ -122,7 +122,7 @@ func (n *node) shutdown() error {
 // nopFSM is the state machine of an election-only Raft: nothing to apply.
 type nopFSM struct{}
 
-func (nopFSM) Apply(*raft.Log) any                  { return nil }
+func (nopFSM) Apply(*raft.Log) any                 { return nil }
 func (nopFSM) Snapshot() (raft.FSMSnapshot, error) { return nopSnapshot{}, nil }
 func (nopFSM) Restore(rc io.ReadCloser) error      { return rc.Close() }
 
