@@ -25,10 +25,13 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/talos-lb/talos-lb/agent/configwatch"
+	"github.com/talos-lb/talos-lb/agent/election"
 	"github.com/talos-lb/talos-lb/agent/grpcapi"
 	"github.com/talos-lb/talos-lb/agent/health"
 	"github.com/talos-lb/talos-lb/agent/node"
+	"github.com/talos-lb/talos-lb/agent/vip"
 	"github.com/talos-lb/talos-lb/pkg/config"
+	"github.com/talos-lb/talos-lb/pkg/l2"
 	"github.com/talos-lb/talos-lb/pkg/netutil"
 	"github.com/talos-lb/talos-lb/pkg/pki"
 	"github.com/talos-lb/talos-lb/pkg/resources"
@@ -78,7 +81,7 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("creating state directory (stateDir): %w", err)
 	}
 
-	serverTLS, err := loadServerTLS(cfg.API.TLS)
+	serverTLS, clientTLS, err := loadTLS(cfg.API.TLS)
 	if err != nil {
 		return err
 	}
@@ -108,6 +111,9 @@ func Run(ctx context.Context, opts Options) error {
 	for _, c := range []controller.Controller{
 		&health.Controller{Prober: health.NetProber{}, Metrics: health.NewMetrics(reg)},
 		&node.StatusController{Addresses: netutil.NetlinkAddresses{}, Version: version.Version, StartedAt: startedAt},
+		&election.Controller{Transport: election.TLSTransport(serverTLS, clientTLS), LogOutput: os.Stderr},
+		&vip.StatusController{Links: netutil.NetlinkLinks{}, Changes: netutil.NetlinkAddresses{}},
+		&vip.AddressController{Links: netutil.NetlinkLinks{}, Announcer: l2.RawAnnouncer{}},
 	} {
 		if err := rt.RegisterController(c); err != nil {
 			return fmt.Errorf("registering controller %s: %w", c.Name(), err)
@@ -193,6 +199,8 @@ func Run(ctx context.Context, opts Options) error {
 
 	logger.Info("agent stopping")
 
+	handOff(ctx, st, logger)
+
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownBudget)
 	defer cancel()
 
@@ -210,37 +218,26 @@ func Run(ctx context.Context, opts Options) error {
 	return runErr
 }
 
-func loadServerTLS(t config.TLS) (*tls.Config, error) {
-	read := func(field, path string) ([]byte, error) {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("api.tls.%s: %w", field, err)
+// loadTLS reads the agent's certificate: it serves the API and the election,
+// and dials election peers.
+func loadTLS(t config.TLS) (server, client *tls.Config, err error) {
+	var pems [3][]byte
+
+	for i, f := range []struct{ field, path string }{{"ca", t.CA}, {"cert", t.Cert}, {"key", t.Key}} {
+		if pems[i], err = os.ReadFile(f.path); err != nil {
+			return nil, nil, fmt.Errorf("api.tls.%s: %w", f.field, err)
 		}
-
-		return b, nil
 	}
 
-	ca, err := read("ca", t.CA)
-	if err != nil {
-		return nil, err
+	if server, err = pki.ServerTLS(pems[0], pems[1], pems[2]); err != nil {
+		return nil, nil, fmt.Errorf("api.tls: %w", err)
 	}
 
-	cert, err := read("cert", t.Cert)
-	if err != nil {
-		return nil, err
+	if client, err = pki.ClientTLS(pems[0], pems[1], pems[2], pki.AgentServerName); err != nil {
+		return nil, nil, fmt.Errorf("api.tls: %w", err)
 	}
 
-	key, err := read("key", t.Key)
-	if err != nil {
-		return nil, err
-	}
-
-	cfg, err := pki.ServerTLS(ca, cert, key)
-	if err != nil {
-		return nil, fmt.Errorf("api.tls: %w", err)
-	}
-
-	return cfg, nil
+	return server, client, nil
 }
 
 func buildInfo() prometheus.Collector {

@@ -133,6 +133,9 @@ func (ctrl *Controller) reconcile(ctx context.Context, r controller.Runtime, log
 	if st.node == nil {
 		if err := ctrl.start(st, spec, observations); err != nil {
 			st.lastError = err.Error()
+			// A member that is not running holds nothing to hand over.
+			st.handedOff = true
+
 			logger.Error("election not running", zap.Error(err))
 
 			return ctrl.publish(ctx, r, st, false)

@@ -1,0 +1,158 @@
+package vip_test
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/talos-lb/talos-lb/agent/vip"
+	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
+	"github.com/talos-lb/talos-lb/pkg/ctest"
+	"github.com/talos-lb/talos-lb/pkg/resources"
+)
+
+var (
+	vip4 = netip.MustParsePrefix("10.0.0.100/32")
+	vip6 = netip.MustParsePrefix("fd00::100/128")
+)
+
+type fixture struct {
+	h      *ctest.Harness
+	links  *fakeLinks
+	ann    *countingAnnouncer
+	state  string
+	config *resources.VIPConfig
+}
+
+func setup(t *testing.T, links map[string][]netip.Prefix) *fixture {
+	t.Helper()
+
+	f := &fixture{
+		links: &fakeLinks{links: links},
+		ann:   &countingAnnouncer{count: map[netip.Addr]int{}},
+		state: t.TempDir(),
+	}
+
+	f.h = ctest.New(t,
+		&vip.StatusController{Links: f.links, Changes: noChanges{}},
+		&vip.AddressController{Links: f.links, Announcer: f.ann},
+	)
+
+	f.config = resources.NewVIPConfig()
+	f.config.TypedSpec().Value = &resourcepb.VipConfigSpec{
+		NodeName: "cp-1", StateDir: f.state, Link: "eth0", HealthCheck: "apiserver",
+		Addresses:        []string{vip4.Addr().String(), vip6.Addr().String()},
+		AnnounceCount:    3,
+		AnnounceInterval: durationpb.New(5 * time.Millisecond),
+		AnnounceRefresh:  durationpb.New(0),
+	}
+
+	return f
+}
+
+func lanLinks() map[string][]netip.Prefix {
+	return map[string][]netip.Prefix{"eth0": {netip.MustParsePrefix("10.0.0.2/24"), netip.MustParsePrefix("fd00::2/64"), netip.MustParsePrefix("fe80::1/64")}}
+}
+
+func (f *fixture) leadership(state, leader string) {
+	l := resources.NewVIPLeadership()
+	l.TypedSpec().Value = &resourcepb.VipLeadershipSpec{State: state, Leader: leader}
+
+	if _, err := f.h.State.Get(f.h.Ctx(), l.Metadata()); err == nil {
+		f.h.Update(l)
+	} else {
+		f.h.Create(l)
+	}
+}
+
+func (f *fixture) health(state string) {
+	h := resources.NewEndpointHealth("apiserver")
+	h.TypedSpec().Value = &resourcepb.EndpointHealthSpec{State: state, Healthy: state == "healthy", LastError: "HTTP 500: etcd"}
+
+	if _, err := f.h.State.Get(f.h.Ctx(), h.Metadata()); err == nil {
+		f.h.Update(h)
+	} else {
+		f.h.Create(h)
+	}
+}
+
+func (f *fixture) assertReason(t *testing.T, address, reason string) {
+	t.Helper()
+
+	ctest.AssertResource(f.h, address, func(r *resources.VIPStatus, a *assert.Assertions) {
+		a.Equal(reason, r.TypedSpec().Value.GetReason())
+		a.Equal(reason == "", r.TypedSpec().Value.GetHolding())
+	})
+}
+
+func TestLeaderWithHealthyAPIServerHoldsAndAnnounces(t *testing.T) {
+	f := setup(t, lanLinks())
+	f.h.Create(f.config)
+	f.leadership("Follower", "")
+	f.health("healthy")
+
+	f.assertReason(t, "10.0.0.100", "no quorum")
+
+	f.leadership("Follower", "cp-2")
+	f.assertReason(t, "10.0.0.100", "not leader (cp-2 is)")
+
+	f.leadership("Leader", "cp-1")
+	f.assertReason(t, "10.0.0.100", "")
+	f.assertReason(t, "fd00::100", "")
+
+	ctest.AssertResource(f.h, "eth0/"+vip4.String(), func(r *resources.ManagedAddress, a *assert.Assertions) {
+		a.Equal(uint32(3), r.TypedSpec().Value.GetAnnouncements())
+	})
+	require.True(t, f.links.has("eth0", vip4))
+	require.True(t, f.links.has("eth0", vip6))
+	require.Equal(t, 3, f.ann.sent(vip6.Addr()))
+
+	// The API server fails: the VIP goes, the reason says why.
+	f.health("unhealthy")
+	f.assertReason(t, "10.0.0.100", "apiserver unhealthy: HTTP 500: etcd")
+	ctest.AssertNoResource[*resources.ManagedAddress](f.h, "eth0/"+vip4.String())
+	require.False(t, f.links.has("eth0", vip4))
+}
+
+func TestBadVIPsAreReportedNotHeld(t *testing.T) {
+	links := lanLinks()
+	// Someone else's address equal to the VIP: never ours to hold or remove.
+	links["eth0"] = append(links["eth0"], vip6)
+
+	f := setup(t, links)
+	f.config.TypedSpec().Value.Addresses = []string{"10.0.0.100", "fd00::100", "192.168.1.1"}
+	f.h.Create(f.config)
+	f.leadership("Leader", "cp-1")
+	f.health("healthy")
+
+	f.assertReason(t, "10.0.0.100", "")
+	f.assertReason(t, "fd00::100", "fd00::100 is already an address of eth0, not added by talos-lb (a VIP must not be a node address)")
+	f.assertReason(t, "192.168.1.1", "192.168.1.1 is inside no subnet of eth0 (10.0.0.2/24)")
+	require.False(t, f.links.wasRemoved(vip6))
+
+	cfg := resources.NewVIPConfig()
+	cfg.TypedSpec().Value = f.config.TypedSpec().Value
+	cfg.TypedSpec().Value.Link = "eth9"
+	f.h.Update(cfg)
+	f.assertReason(t, "10.0.0.100", "link eth9 does not exist")
+}
+
+func TestLeftoversOfACrashAreRemovedAtStart(t *testing.T) {
+	f := setup(t, lanLinks())
+	f.links.links["eth0"] = append(f.links.links["eth0"], vip4)
+
+	require.NoError(t, os.MkdirAll(filepath.Join(f.state, "vip"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(f.state, "vip", "addresses.json"), []byte(`[{"link":"eth0","prefix":"10.0.0.100/32"}]`), 0o600))
+
+	f.h.Create(f.config)
+	f.leadership("Follower", "cp-2")
+
+	require.Eventually(t, func() bool { return !f.links.has("eth0", vip4) }, 5*time.Second, 10*time.Millisecond)
+	f.assertReason(t, "10.0.0.100", "not leader (cp-2 is)")
+}
