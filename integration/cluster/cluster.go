@@ -35,6 +35,7 @@ type Cluster struct {
 	Dir      string
 	LBConfig string
 	lbctl    string
+	agentBin string
 }
 
 // NodeConfig renders one node's agent config; Extra is appended verbatim (more YAML sections).
@@ -61,7 +62,7 @@ func Start(ctx context.Context, l *lab.Lab, opts Options) (*Cluster, error) {
 		return nil, err
 	}
 
-	c := &Cluster{Lab: l, Dir: filepath.Join(l.Dir, "cluster"), lbctl: lbctl}
+	c := &Cluster{Lab: l, Dir: filepath.Join(l.Dir, "cluster"), lbctl: lbctl, agentBin: agentBin}
 	c.LBConfig = filepath.Join(c.Dir, "lbconfig")
 
 	if err := c.writeSecrets(); err != nil {
@@ -79,12 +80,12 @@ func Start(ctx context.Context, l *lab.Lab, opts Options) (*Cluster, error) {
 			return nil, fmt.Errorf("writing %s config: %w", h.Name, err)
 		}
 
-		p, err := h.Start(ctx, "lb-agent", []string{agentBin, "--config", cfgPath, "--config-poll", "200ms"}, nil)
-		if err != nil {
-			return nil, fmt.Errorf("starting agent on %s: %w", h.Name, err)
+		a := &Agent{Host: h, Config: cfgPath}
+		if err := c.startAgent(ctx, a); err != nil {
+			return nil, err
 		}
 
-		c.Agents = append(c.Agents, &Agent{Host: h, Proc: p, Config: cfgPath})
+		c.Agents = append(c.Agents, a)
 	}
 
 	for _, a := range c.Agents {
@@ -189,4 +190,29 @@ func (c *Cluster) Lbctl(ctx context.Context, args ...string) (string, error) {
 // Endpoint is an agent's API address for lbctl -n.
 func Endpoint(a netip.Addr) string {
 	return netip.AddrPortFrom(a, APIPort).String()
+}
+
+func (c *Cluster) startAgent(ctx context.Context, a *Agent) error {
+	p, err := a.Host.Start(ctx, "lb-agent", []string{c.agentBin, "--config", a.Config, "--config-poll", "200ms"}, nil)
+	if err != nil {
+		return fmt.Errorf("starting agent on %s: %w", a.Host.Name, err)
+	}
+
+	a.Proc = p
+
+	return nil
+}
+
+// Restart stops an agent the way Talos does (SIGTERM), starts it again with
+// the same config and state directory, and waits until it answers.
+func (c *Cluster) Restart(ctx context.Context, a *Agent) error {
+	if err := a.Proc.Stop(); err != nil {
+		return fmt.Errorf("stopping agent on %s: %w", a.Host.Name, err)
+	}
+
+	if err := c.startAgent(ctx, a); err != nil {
+		return err
+	}
+
+	return c.waitReady(ctx, a)
 }
