@@ -332,4 +332,3 @@ func neighMAC(t *testing.T, client *lab.Host, ip netip.Addr) string {
 
 	return mac.String()
 }
-
