@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/talos-lb/talos-lb/pkg/version.Version=$(VERSION)
 BINARIES := lb-agent lbctl
 export CGO_ENABLED := 0
 
-.PHONY: all build generate check-generate lint test test-unit test-netns deps demo clean
+.PHONY: all build generate check-generate lint test test-unit test-netns deps demo clean bench-vip
 
 all: build
 
@@ -47,6 +47,10 @@ test-netns: deps build
 
 ## test: everything CI runs.
 test: lint check-generate test-unit test-netns
+
+## bench-vip: client-observed VIP failover, talos-lb vs keepalived (VRRP), side by side (root).
+bench-vip: deps build
+	LB_BIN_DIR=$(CURDIR)/$(OUT) $(GO) run ./hack/bench/vip
 
 ## demo: a lab of 3 agents, a BIRD router and a client in network namespaces; Ctrl-C tears it down.
 demo: deps build

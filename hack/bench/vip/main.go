@@ -1,0 +1,405 @@
+// Command vip measures control-plane VIP failover as a client sees it: the
+// time from a fault to the first TCP connection to the VIP answered by
+// another node. It runs talos-lb's agents and, side by side in the same lab
+// with the same faults, keepalived (VRRP, advert_int 1) as the reference.
+//
+// Faults: crash = freeze the holder (SIGSTOP) and cut its cable; graceful =
+// SIGTERM the holder's agent (keepalived is not measured for graceful).
+// The last line is stable, for scripts:
+//
+//	vip-failover crash_p50_ms=N crash_p99_ms=N graceful_p99_ms=N keepalived_crash_p99_ms=N trials=N split_brain=N
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/talos-lb/talos-lb/integration/cluster"
+	"github.com/talos-lb/talos-lb/integration/lab"
+	"github.com/talos-lb/talos-lb/integration/standin"
+	"github.com/talos-lb/talos-lb/integration/vipcheck"
+)
+
+const waitLong = 30 * time.Second
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-vip:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	trials := 10
+	if s := os.Getenv("TRIALS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return fmt.Errorf("TRIALS=%q: want a positive number", s)
+		}
+
+		trials = n
+	}
+
+	if reason := lab.Unavailable(); reason != "" {
+		return fmt.Errorf("the lab cannot run here: %s", reason)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	l, err := lab.New(context.WithoutCancel(ctx), lab.Options{Nodes: 3, Client: true, IPv6: true})
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+
+	for _, h := range l.Nodes {
+		if _, err := standin.Start(ctx, h); err != nil {
+			return err
+		}
+	}
+
+	c, err := cluster.Start(context.WithoutCancel(ctx), l, cluster.Options{
+		Node: func(int, *lab.Host) cluster.NodeConfig {
+			return cluster.NodeConfig{Role: "controlplane", Extra: vipcheck.Config(l)}
+		},
+	})
+	if err != nil {
+		return err
+	}
+
+	sampler, err := vipcheck.StartARPSampler(ctx, l.Client, vipcheck.VIP4)
+	if err != nil {
+		return err
+	}
+
+	b := &bench{ctx: ctx, lab: l, cluster: c}
+
+	var crash, graceful, keepalived []time.Duration
+
+	for i := range trials {
+		d, err := b.talosLBCrash()
+		if err != nil {
+			return fmt.Errorf("crash trial %d: %w", i+1, err)
+		}
+
+		crash = append(crash, d)
+		fmt.Printf("talos-lb crash    trial %2d: %6.0f ms\n", i+1, ms(d))
+	}
+
+	for i := range trials {
+		d, err := b.talosLBGraceful()
+		if err != nil {
+			return fmt.Errorf("graceful trial %d: %w", i+1, err)
+		}
+
+		graceful = append(graceful, d)
+		fmt.Printf("talos-lb graceful trial %2d: %6.0f ms\n", i+1, ms(d))
+	}
+
+	rounds, _, split := sampler.Finish()
+	fmt.Printf("ARP sampling during talos-lb trials: %d rounds, %d with two MACs answering\n", rounds, len(split))
+
+	for _, a := range c.Agents {
+		if err := a.Proc.Stop(); err != nil {
+			return err
+		}
+	}
+
+	k, err := b.startKeepalived()
+	if err != nil {
+		return err
+	}
+
+	for i := range trials {
+		d, err := b.keepalivedCrash(k)
+		if err != nil {
+			return fmt.Errorf("keepalived crash trial %d: %w", i+1, err)
+		}
+
+		keepalived = append(keepalived, d)
+		fmt.Printf("keepalived crash  trial %2d: %6.0f ms\n", i+1, ms(d))
+	}
+
+	fmt.Printf("\n| measure | p50 ms | p99 ms | max ms |\n|---|---|---|---|\n")
+
+	for _, row := range []struct {
+		name string
+		d    []time.Duration
+	}{{"talos-lb crash", crash}, {"talos-lb graceful", graceful}, {"keepalived crash (VRRP advert_int 1)", keepalived}} {
+		fmt.Printf("| %s | %.0f | %.0f | %.0f |\n", row.name, ms(pct(row.d, 50)), ms(pct(row.d, 99)), ms(pct(row.d, 100)))
+	}
+
+	fmt.Printf("vip-failover crash_p50_ms=%.0f crash_p99_ms=%.0f graceful_p99_ms=%.0f keepalived_crash_p99_ms=%.0f trials=%d split_brain=%d\n",
+		ms(pct(crash, 50)), ms(pct(crash, 99)), ms(pct(graceful, 99)), ms(pct(keepalived, 99)), trials, len(split))
+
+	return nil
+}
+
+type bench struct {
+	ctx     context.Context //nolint:containedctx // one run of the benchmark
+	lab     *lab.Lab
+	cluster *cluster.Cluster
+}
+
+func (b *bench) node(name string) *lab.Host {
+	for _, h := range b.lab.Nodes {
+		if h.Name == name {
+			return h
+		}
+	}
+
+	return nil
+}
+
+func (b *bench) agent(name string) *cluster.Agent {
+	for _, a := range b.cluster.Agents {
+		if a.Host.Name == name {
+			return a
+		}
+	}
+
+	return nil
+}
+
+// settle waits for one holder and a client that has just reached it, so
+// every trial starts from a warm neighbour entry.
+func (b *bench) settle() (string, error) {
+	holder, err := vipcheck.WaitHolder(b.ctx, b.cluster, b.lab.Nodes, "", waitLong)
+	if err != nil {
+		return "", err
+	}
+
+	if _, _, err := vipcheck.FirstAnswer(b.ctx, b.lab.Client, vipcheck.VIP4, "", waitLong); err != nil {
+		return "", err
+	}
+
+	return holder, nil
+}
+
+func (b *bench) talosLBCrash() (time.Duration, error) {
+	holder, err := b.settle()
+	if err != nil {
+		return 0, err
+	}
+
+	h, a := b.node(holder), b.agent(holder)
+
+	if err := a.Proc.Signal(syscall.SIGSTOP); err != nil {
+		return 0, err
+	}
+
+	if err := b.lab.SetPortUp(h, false); err != nil {
+		return 0, err
+	}
+
+	fault := time.Now()
+
+	_, answered, err := vipcheck.FirstAnswer(b.ctx, b.lab.Client, vipcheck.VIP4, holder, waitLong)
+	if err != nil {
+		return 0, err
+	}
+
+	// Thaw while still cut off, so the old holder lets go before it is back.
+	if err := a.Proc.Signal(syscall.SIGCONT); err != nil {
+		return 0, err
+	}
+
+	if err := vipcheck.WaitReleased(h, vipcheck.VIP4, waitLong); err != nil {
+		return 0, err
+	}
+
+	return answered.Sub(fault), b.lab.SetPortUp(h, true)
+}
+
+func (b *bench) talosLBGraceful() (time.Duration, error) {
+	holder, err := b.settle()
+	if err != nil {
+		return 0, err
+	}
+
+	a := b.agent(holder)
+
+	if err := a.Proc.Signal(syscall.SIGTERM); err != nil {
+		return 0, err
+	}
+
+	fault := time.Now()
+
+	_, answered, err := vipcheck.FirstAnswer(b.ctx, b.lab.Client, vipcheck.VIP4, holder, waitLong)
+	if err != nil {
+		return 0, err
+	}
+
+	return answered.Sub(fault), b.cluster.Restart(b.ctx, a)
+}
+
+// keepalivedConfig: all BACKUP with nopreempt, so a returning node does not
+// take the VIP back and every trial starts from one stable master.
+func keepalivedConfig(h *lab.Host, priority int) string {
+	return fmt.Sprintf(`global_defs {
+  router_id %s
+}
+vrrp_instance VI_1 {
+  state BACKUP
+  nopreempt
+  interface eth0
+  virtual_router_id 51
+  priority %d
+  advert_int 1
+  virtual_ipaddress {
+    %s/32 dev eth0
+  }
+}
+`, h.Name, priority, vipcheck.VIP4)
+}
+
+func (b *bench) startKeepalived() ([]*lab.Proc, error) {
+	var procs []*lab.Proc
+
+	for i, h := range b.lab.Nodes {
+		dir := filepath.Join(b.lab.Dir, "keepalived-"+h.Name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+
+		conf := filepath.Join(dir, "keepalived.conf")
+		if err := os.WriteFile(conf, []byte(keepalivedConfig(h, 100+i)), 0o600); err != nil {
+			return nil, err
+		}
+
+		p, err := h.Start(context.WithoutCancel(b.ctx), "keepalived", []string{
+			"keepalived", "--dont-fork", "--log-console", "--vrrp", "--use-file", conf,
+			"--pid", filepath.Join(dir, "keepalived.pid"), "--vrrp_pid", filepath.Join(dir, "vrrp.pid"),
+		}, nil)
+		if err != nil {
+			return nil, err
+		}
+
+		procs = append(procs, p)
+	}
+
+	return procs, nil
+}
+
+// keepalivedHolder waits until exactly one node carries the VIP.
+func (b *bench) keepalivedHolder() (string, error) {
+	deadline := time.Now().Add(waitLong)
+
+	for time.Now().Before(deadline) {
+		var holders []string
+
+		for _, h := range b.lab.Nodes {
+			has, err := vipcheck.HasAddress(h, vipcheck.VIP4)
+			if err != nil {
+				return "", err
+			}
+
+			if has {
+				holders = append(holders, h.Name)
+			}
+		}
+
+		if len(holders) == 1 {
+			return holders[0], nil
+		}
+
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	return "", fmt.Errorf("keepalived: no single VIP holder within %s", waitLong)
+}
+
+// signalNamespace signals every process in a node's namespace: keepalived
+// forks its VRRP child, and a crash freezes both.
+func signalNamespace(h *lab.Host, sig syscall.Signal) error {
+	out, err := exec.Command("ip", "netns", "pids", h.NS).Output()
+	if err != nil {
+		return fmt.Errorf("listing processes of %s: %w", h.Name, err)
+	}
+
+	for _, f := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			continue
+		}
+
+		if err := syscall.Kill(pid, sig); err != nil && err != syscall.ESRCH {
+			return fmt.Errorf("signalling %d in %s: %w", pid, h.Name, err)
+		}
+	}
+
+	return nil
+}
+
+func (b *bench) keepalivedCrash(_ []*lab.Proc) (time.Duration, error) {
+	holder, err := b.keepalivedHolder()
+	if err != nil {
+		return 0, err
+	}
+
+	if _, _, err := vipcheck.FirstAnswer(b.ctx, b.lab.Client, vipcheck.VIP4, "", waitLong); err != nil {
+		return 0, err
+	}
+
+	h := b.node(holder)
+
+	if err := signalNamespace(h, syscall.SIGSTOP); err != nil {
+		return 0, err
+	}
+
+	if err := b.lab.SetPortUp(h, false); err != nil {
+		return 0, err
+	}
+
+	fault := time.Now()
+
+	_, answered, err := vipcheck.FirstAnswer(b.ctx, b.lab.Client, vipcheck.VIP4, holder, waitLong)
+	if err != nil {
+		return 0, err
+	}
+
+	// keepalived keeps the address on a thawed, isolated master; take the
+	// node out until it has seen the new master's adverts and stood down.
+	if err := signalNamespace(h, syscall.SIGCONT); err != nil {
+		return 0, err
+	}
+
+	if err := b.lab.SetPortUp(h, true); err != nil {
+		return 0, err
+	}
+
+	if _, err := b.keepalivedHolder(); err != nil {
+		return 0, err
+	}
+
+	return answered.Sub(fault), nil
+}
+
+func ms(d time.Duration) float64 {
+	return float64(d) / float64(time.Millisecond)
+}
+
+// pct is the nearest-rank percentile.
+func pct(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+
+	s := slices.Clone(d)
+	slices.Sort(s)
+
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+
+	return s[max(i, 0)]
+}
