@@ -29,6 +29,7 @@ import (
 	"github.com/talos-lb/talos-lb/agent/grpcapi"
 	"github.com/talos-lb/talos-lb/agent/health"
 	"github.com/talos-lb/talos-lb/agent/node"
+	"github.com/talos-lb/talos-lb/agent/proxy"
 	"github.com/talos-lb/talos-lb/agent/vip"
 	"github.com/talos-lb/talos-lb/pkg/config"
 	"github.com/talos-lb/talos-lb/pkg/l2"
@@ -111,6 +112,7 @@ func Run(ctx context.Context, opts Options) error {
 	for _, c := range []controller.Controller{
 		&health.Controller{Prober: health.NetProber{}, Metrics: health.NewMetrics(reg)},
 		&node.StatusController{Addresses: netutil.NetlinkAddresses{}, Version: version.Version, StartedAt: startedAt},
+		&proxy.Controller{Metrics: proxy.NewMetrics(reg)},
 		&election.Controller{Transport: election.TLSTransport(serverTLS, clientTLS), LogOutput: os.Stderr},
 		&vip.StatusController{Links: netutil.NetlinkLinks{}, Changes: netutil.NetlinkAddresses{}},
 		&vip.AddressController{Links: netutil.NetlinkLinks{}, Announcer: l2.RawAnnouncer{}},

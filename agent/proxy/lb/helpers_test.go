@@ -99,7 +99,7 @@ func testSpec(upstreams ...string) *resourcepb.ProxyConfigSpec {
 func startProxy(t *testing.T, prober health.Prober, spec *resourcepb.ProxyConfigSpec) (*lb.Proxy, string) {
 	t.Helper()
 
-	p := lb.New(prober, zaptest.NewLogger(t))
+	p := lb.New(prober, func() {}, zaptest.NewLogger(t))
 	require.NoError(t, p.Update(spec))
 	t.Cleanup(p.Close)
 

@@ -89,17 +89,21 @@ type table struct {
 	tiers [][]*upstream
 }
 
-// buildTable groups usable upstreams into tiers: the healthy ones that are
-// best (on this node if any is, else the lowest-latency ones), then the other
-// healthy ones, then those without a verdict yet.
+// buildTable groups usable upstreams into tiers: the best healthy ones (those
+// on this node if any, else the lowest-latency ones), then the other healthy
+// ones, then those without a verdict yet.
 func buildTable(ups []*upstream) *table {
-	var healthy, unknown []*upstream
+	var healthy, local, unknown []*upstream
 
 	for _, u := range ups {
 		switch {
 		case !u.usable():
 		case u.verdict.State == health.StateHealthy:
 			healthy = append(healthy, u)
+
+			if u.local {
+				local = append(local, u)
+			}
 		default:
 			unknown = append(unknown, u)
 		}
@@ -107,25 +111,22 @@ func buildTable(ups []*upstream) *table {
 
 	t := &table{}
 
-	if len(healthy) > 0 {
-		// An API server on this node wins whatever the probes measured:
-		// its connections never leave the node.
-		candidates := healthy
-		if local := slices.DeleteFunc(slices.Clone(healthy), func(u *upstream) bool { return !u.local }); len(local) > 0 {
-			candidates = local
-		}
+	// An API server on this node wins whatever the probes measured: its
+	// connections never leave the node, and local probe times are all noise.
+	best := local
 
-		fastest := slices.MinFunc(candidates, func(a, b *upstream) int { return int(a.latency - b.latency) }).latency
+	if len(best) == 0 && len(healthy) > 0 {
+		fastest := slices.MinFunc(healthy, func(a, b *upstream) int { return int(a.latency - b.latency) }).latency
 		limit := tierLimit(fastest)
+		best = slices.DeleteFunc(slices.Clone(healthy), func(u *upstream) bool { return u.latency > limit })
+	}
 
-		best := slices.DeleteFunc(slices.Clone(candidates), func(u *upstream) bool { return u.latency > limit })
-		rest := slices.DeleteFunc(slices.Clone(healthy), func(u *upstream) bool { return slices.Contains(best, u) })
-
+	if len(best) > 0 {
 		t.tiers = append(t.tiers, best)
+	}
 
-		if len(rest) > 0 {
-			t.tiers = append(t.tiers, rest)
-		}
+	if rest := slices.DeleteFunc(healthy, func(u *upstream) bool { return slices.Contains(best, u) }); len(rest) > 0 {
+		t.tiers = append(t.tiers, rest)
 	}
 
 	if len(unknown) > 0 {

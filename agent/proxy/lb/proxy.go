@@ -42,7 +42,7 @@ type Proxy struct {
 	retries     atomic.Uint64
 	refused     atomic.Uint64
 
-	changed chan struct{}
+	onChange func()
 
 	mu        sync.Mutex
 	ups       []*upstream // configured order
@@ -54,31 +54,21 @@ type Proxy struct {
 	wg        sync.WaitGroup // probers and accept loops
 }
 
-// New returns a proxy with nothing configured; Update starts it.
-func New(prober health.Prober, logger *zap.Logger) *Proxy {
+// New returns a proxy with nothing configured; Update starts it. onChange is
+// called after upstream health or listeners changed, so the owner can publish
+// them without polling; it runs under the proxy's lock, so it must return at
+// once and not call the proxy.
+func New(prober health.Prober, onChange func(), logger *zap.Logger) *Proxy {
 	p := &Proxy{
 		prober:    prober,
 		logger:    logger,
-		changed:   make(chan struct{}, 1),
+		onChange:  onChange,
 		probes:    map[*upstream]context.CancelFunc{},
 		listeners: map[string]*net.TCPListener{},
 	}
 	p.table.Store(&table{})
 
 	return p
-}
-
-// Changed receives a value after upstream health or listeners changed, so the
-// owner can publish them without polling.
-func (p *Proxy) Changed() <-chan struct{} {
-	return p.changed
-}
-
-func (p *Proxy) notify() {
-	select {
-	case p.changed <- struct{}{}:
-	default:
-	}
 }
 
 // Update makes the proxy follow spec. Established connections are never cut
@@ -128,7 +118,7 @@ func (p *Proxy) Update(spec *resourcepb.ProxyConfigSpec) error {
 	p.rebuild()
 
 	p.bindErr = p.listen(spec)
-	p.notify()
+	p.onChange()
 
 	return p.bindErr
 }
@@ -206,7 +196,7 @@ func (p *Proxy) observe(u *upstream, res health.Result) {
 
 	if u.verdict.State != before {
 		p.logger.Info("upstream health changed", zap.String("upstream", u.addr), zap.String("state", u.verdict.State), zap.Error(res.Err))
-		p.notify()
+		p.onChange()
 	}
 
 	p.rebuild()
@@ -224,7 +214,7 @@ func (p *Proxy) ejected(u *upstream, err error) {
 
 	p.logger.Warn("upstream ejected after a failed dial", zap.String("upstream", u.addr), zap.Error(err))
 	p.rebuild()
-	p.notify()
+	p.onChange()
 }
 
 func (p *Proxy) rebuild() {

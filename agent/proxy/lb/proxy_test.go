@@ -22,7 +22,6 @@ import (
 
 	"github.com/talos-lb/talos-lb/agent/health"
 	"github.com/talos-lb/talos-lb/agent/proxy/lb"
-	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
 )
 
 func TestRoundRobinOverHealthyUpstreams(t *testing.T) {
@@ -319,48 +318,6 @@ func TestDrainPeriodEndsConnectionsOfRemovedUpstream(t *testing.T) {
 	require.Eventually(t, func() bool { return len(p.Stats().Upstreams) == 1 }, 30*time.Second, 5*time.Millisecond)
 }
 
-// slowProber passes every probe but takes longer for the addresses in slow,
-// standing in for API servers across the network.
-type slowProber struct {
-	slow sync.Map
-}
-
-func (s *slowProber) Probe(ctx context.Context, check *resourcepb.HealthCheckSpec) error {
-	if _, ok := s.slow.Load(check.GetAddress()); ok {
-		time.Sleep(5 * time.Millisecond)
-	}
-
-	return health.NetProber{}.Probe(ctx, check)
-}
-
-func TestLowestLatencyTierWins(t *testing.T) {
-	local, remote1, remote2 := newUpstream(t, "local"), newUpstream(t, "remote1"), newUpstream(t, "remote2")
-
-	prober := &slowProber{}
-	prober.slow.Store(remote1.addr, true)
-	prober.slow.Store(remote2.addr, true)
-
-	p, addr := startProxy(t, prober, testSpec(remote1.addr, local.addr, remote2.addr))
-
-	for _, u := range []*upstream{local, remote1, remote2} {
-		waitState(t, p, u.addr, health.StateHealthy)
-	}
-
-	assert.Equal(t, map[string]int{"local": 10}, spread(t, addr, 10))
-
-	for _, u := range p.Stats().Upstreams {
-		assert.Equal(t, u.Address == local.addr, u.Preferred, u.Address)
-	}
-
-	// Without the local one, the remote tier shares the load.
-	local.kill()
-
-	seen := spread(t, addr, 10)
-	assert.Zero(t, seen["local"])
-	assert.Positive(t, seen["remote1"])
-	assert.Positive(t, seen["remote2"])
-}
-
 func TestBindErrorIsReported(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -370,7 +327,7 @@ func TestBindErrorIsReported(t *testing.T) {
 	spec := testSpec(a.addr)
 	spec.Listen = []string{taken.Addr().String(), "127.0.0.1:0"}
 
-	p := lb.New(health.NetProber{}, zaptest.NewLogger(t))
+	p := lb.New(health.NetProber{}, func() {}, zaptest.NewLogger(t))
 	t.Cleanup(p.Close)
 
 	err = p.Update(spec)

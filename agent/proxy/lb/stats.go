@@ -68,6 +68,11 @@ func (p *Proxy) Stats() Stats {
 	p.draining = slices.DeleteFunc(p.draining, func(u *upstream) bool { return u.active.Load() == 0 })
 
 	for _, u := range slices.Concat(p.ups, p.draining) {
+		// An address removed and added back: the live one speaks for it.
+		if u.removed && slices.ContainsFunc(p.ups, func(o *upstream) bool { return o.addr == u.addr }) {
+			continue
+		}
+
 		us := UpstreamStats{
 			Address:     u.addr,
 			State:       u.verdict.State,
