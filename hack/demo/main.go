@@ -1,7 +1,9 @@
 // Command demo brings up the talos-lb lab: network namespaces on one bridge
-// with three nodes running real lb-agents, a BIRD2 router and a client, shows
-// what lbctl reports from the client, and tears everything down on Ctrl-C
-// (or at once with DEMO_HOLD=0).
+// with three control-plane nodes running real lb-agents (each beside a
+// stand-in API server), a BIRD2 router and a client. It shows what lbctl
+// reports from the client, resolves and reaches the control-plane VIP, moves
+// it with a live failover, and tears everything down on Ctrl-C (or at once
+// with DEMO_HOLD=0).
 package main
 
 import (
@@ -15,6 +17,8 @@ import (
 
 	"github.com/talos-lb/talos-lb/integration/cluster"
 	"github.com/talos-lb/talos-lb/integration/lab"
+	"github.com/talos-lb/talos-lb/integration/standin"
+	"github.com/talos-lb/talos-lb/integration/vipcheck"
 )
 
 func main() {
@@ -22,6 +26,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
+}
+
+type demo struct {
+	ctx context.Context //nolint:containedctx // one run of the demo
+	lab *lab.Lab
+	c   *cluster.Cluster
 }
 
 func run() error {
@@ -56,47 +66,62 @@ func run() error {
 		return err
 	}
 
-	c, err := cluster.Start(labCtx, l, cluster.Options{
-		Node: func(i int, h *lab.Host) cluster.NodeConfig {
-			role := "controlplane"
-			if i == len(l.Nodes)-1 {
-				role = "worker"
-			}
+	for _, h := range l.Nodes {
+		if _, err := standin.Start(labCtx, h); err != nil {
+			return err
+		}
+	}
 
-			return cluster.NodeConfig{Role: role, Extra: "healthChecks:\n  - name: agent-api\n    kind: tcp\n    address: 127.0.0.1:50070\n  - name: apiserver\n    kind: https\n    address: 127.0.0.1:6443\n    insecureSkipVerify: true\n"}
+	c, err := cluster.Start(labCtx, l, cluster.Options{
+		Node: func(int, *lab.Host) cluster.NodeConfig {
+			return cluster.NodeConfig{Role: "controlplane", Extra: vipcheck.Config(l)}
 		},
 	})
 	if err != nil {
 		return err
 	}
 
+	d := &demo{ctx: ctx, lab: l, c: c}
+
 	for _, a := range c.Agents {
 		step("agent on %s (%s): pid %d, log %s", a.Host.Name, a.Host.IPv4, a.Proc.PID(), a.Proc.LogPath())
 	}
 
-	// Let every health check reach its first verdict (rise or fall probes) before showing it.
-	for i := 0; i < 50; i++ {
-		if out, err := c.Lbctl(ctx, "get", "health"); err == nil && !strings.Contains(out, " unknown ") {
-			break
-		}
-
-		time.Sleep(100 * time.Millisecond)
+	holder, err := vipcheck.WaitHolder(ctx, c, l.Nodes, "", 30*time.Second)
+	if err != nil {
+		return err
 	}
 
 	for _, args := range [][]string{
 		{"version"},
 		{"get", "nodes"},
 		{"get", "health"},
+		{"get", "election"},
+		{"get", "vips"},
 		{"-n", cluster.Endpoint(l.Nodes[0].IPv6), "get", "configstatus"},
-		{"-n", l.Nodes[0].IPv4.String(), "get", "rd"},
 	} {
-		out, err := c.Lbctl(ctx, args...)
-		if err != nil {
+		if err := d.lbctl(args...); err != nil {
 			return err
 		}
+	}
 
-		step("lbctl %v (from the client namespace)", args)
-		fmt.Print(out)
+	if err := d.client("arping", "-c", "1", "-w", "2", "-I", "eth0", vipcheck.VIP4.String()); err != nil {
+		return err
+	}
+
+	if err := d.client("ndisc6", "-1", "-r", "3", "-w", "500", vipcheck.VIP6.String(), "eth0"); err != nil {
+		return err
+	}
+
+	name, _, err := vipcheck.FirstAnswer(ctx, l.Client, vipcheck.VIP4, "", 10*time.Second)
+	if err != nil {
+		return err
+	}
+
+	step("TCP from the client to %s: answered by %s (the holder is %s)", vipcheck.VIP4, name, holder)
+
+	if err := d.failover(holder); err != nil {
+		return err
 	}
 
 	out, err := bird.Cmd("show", "protocols")
@@ -111,9 +136,97 @@ func run() error {
 		return nil
 	}
 
-	step("lab is up; try: ip netns exec %s %s --lbconfig %s get health --watch", l.Client.NS, "_out/lbctl", c.LBConfig)
+	step("lab is up; try: ip netns exec %s %s --lbconfig %s get vips --watch", l.Client.NS, "_out/lbctl", c.LBConfig)
 	step("Ctrl-C tears it down")
 	<-ctx.Done()
+
+	return nil
+}
+
+// failover freezes the holder and cuts its cable, like a crashed node, and
+// shows the client reaching the VIP on another node.
+func (d *demo) failover(holder string) error {
+	var a *cluster.Agent
+
+	for _, x := range d.c.Agents {
+		if x.Host.Name == holder {
+			a = x
+		}
+	}
+
+	step("crash: freezing %s's agent (SIGSTOP) and cutting its cable", holder)
+
+	if err := a.Proc.Signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+
+	if err := d.lab.SetPortUp(a.Host, false); err != nil {
+		return err
+	}
+
+	fault := time.Now()
+
+	next, answered, err := vipcheck.FirstAnswer(d.ctx, d.lab.Client, vipcheck.VIP4, holder, 30*time.Second)
+	if err != nil {
+		return err
+	}
+
+	step("the client reached %s on %s %d ms after the crash", vipcheck.VIP4, next, answered.Sub(fault).Milliseconds())
+
+	var alive []string
+
+	for _, h := range d.lab.Nodes {
+		if h.Name != holder {
+			alive = append(alive, h.IPv4.String())
+		}
+	}
+
+	if err := d.lbctl("-n", strings.Join(alive, ","), "get", "vips"); err != nil {
+		return err
+	}
+
+	step("thawing %s and plugging it back in: it rejoins as a follower", holder)
+
+	if err := a.Proc.Signal(syscall.SIGCONT); err != nil {
+		return err
+	}
+
+	if err := vipcheck.WaitReleased(a.Host, vipcheck.VIP4, 10*time.Second); err != nil {
+		return err
+	}
+
+	if err := d.lab.SetPortUp(a.Host, true); err != nil {
+		return err
+	}
+
+	if _, err := vipcheck.WaitHolder(d.ctx, d.c, d.lab.Nodes, "", 30*time.Second); err != nil {
+		return err
+	}
+
+	return d.lbctl("get", "election")
+}
+
+func (d *demo) lbctl(args ...string) error {
+	out, err := d.c.Lbctl(d.ctx, args...)
+	if err != nil {
+		return err
+	}
+
+	step("lbctl %s (from the client namespace)", strings.Join(args, " "))
+	fmt.Print(out)
+
+	return nil
+}
+
+func (d *demo) client(argv ...string) error {
+	out, err := d.lab.Client.Run(d.ctx, argv...)
+
+	step("%s (from the client namespace)", strings.Join(argv, " "))
+	fmt.Print(string(out))
+
+	if err != nil {
+		return fmt.Errorf("%s: %w", argv[0], err)
+	}
 
 	return nil
 }

@@ -222,7 +222,7 @@ func TestBadConfigKeepsAgentRunning(t *testing.T) {
 	require.Eventually(t, func() bool {
 		docs := decodeDocs(t, e.run("get", "configstatus", "-o", "json"))
 
-		return len(docs) == 1 && docs[0].Spec["generation"] == "2" && docs[0].Spec["lastError"] == nil
+		return len(docs) == 1 && docs[0].Spec["generation"] == "2" && docs[0].Spec["lastError"] == ""
 	}, 10*time.Second, 100*time.Millisecond)
 }
 

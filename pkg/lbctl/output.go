@@ -45,7 +45,8 @@ func specData(r resource.Resource) (any, error) {
 	)
 
 	if pb, ok := r.Spec().(interface{ GetValue() proto.Message }); ok {
-		raw, err = protojson.Marshal(pb.GetValue())
+		// Unpopulated fields too: a "false" or "0" that is missing reads as unknown.
+		raw, err = protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(pb.GetValue())
 		if err == nil {
 			err = json.Unmarshal(raw, &out)
 		}
