@@ -1,0 +1,180 @@
+package ipvs
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"go.uber.org/zap"
+)
+
+// reconciler applies the difference between the services wanted and the kernel's table.
+//
+// Ownership rule: the agent touches a kernel service only when its key (address, port,
+// protocol) is wanted now, or was programmed by this process and not removed since (owned).
+// A service someone else made under a key we are asked for is adopted: changed to what we
+// want and owned from then on. Every other service is left alone. Owned lives in memory:
+// after a crash the next process knows nothing of the old services, so leftovers stay until
+// their key is wanted again (then they are adopted) — Talos restarts the agent in 5 s, and a
+// crashed agent's VIP moves to a peer, so leftovers on a node without the VIP see no traffic.
+type reconciler struct {
+	kernel Kernel
+	owned  map[Key]bool
+	// changed counts kernel changes by operation, for the metrics.
+	changed func(op string)
+}
+
+// apply makes the kernel run want and forgets owned services no longer wanted. It returns
+// the error of each wanted service that could not be programmed, and an error only when
+// the kernel could not even be read.
+func (r *reconciler) apply(want map[Key]Service, logger *zap.Logger) (map[Key]error, error) {
+	current, err := r.kernel.Services()
+	if err != nil {
+		return nil, fmt.Errorf("listing IPVS services: %w", err)
+	}
+
+	cur := make(map[Key]Service, len(current))
+	for _, s := range current {
+		cur[s.Key] = s
+	}
+
+	var removeErrs []error
+
+	for _, k := range slices.SortedFunc(maps.Keys(r.owned), compareKeys) {
+		if _, ok := want[k]; ok {
+			continue
+		}
+
+		if _, ok := cur[k]; ok {
+			if err := r.kernel.DeleteService(k); err != nil {
+				// Still owned: the next reconcile tries again.
+				removeErrs = append(removeErrs, fmt.Errorf("removing IPVS service %s: %w", k, err))
+
+				continue
+			}
+
+			r.changed("delete_service")
+			logger.Info("IPVS service removed", zap.Stringer("service", k))
+		}
+
+		delete(r.owned, k)
+	}
+
+	failed := map[Key]error{}
+
+	for _, k := range slices.SortedFunc(maps.Keys(want), compareKeys) {
+		if err := r.applyService(want[k], cur, logger); err != nil {
+			failed[k] = err
+		}
+	}
+
+	return failed, errors.Join(removeErrs...)
+}
+
+func (r *reconciler) applyService(w Service, cur map[Key]Service, logger *zap.Logger) error {
+	c, exists := cur[w.Key]
+
+	switch {
+	case !exists:
+		// Owned before the call: a service the kernel made but then failed on is ours to remove.
+		r.owned[w.Key] = true
+
+		if err := r.kernel.AddService(w); err != nil {
+			return fmt.Errorf("adding IPVS service %s: %w", w.Key, err)
+		}
+
+		r.changed("add_service")
+		logger.Info("IPVS service added", zap.Stringer("service", w.Key), zap.String("scheduler", w.Scheduler))
+	case !r.owned[w.Key]:
+		logger.Info("adopting an existing IPVS service with the wanted address and port", zap.Stringer("service", w.Key))
+
+		r.owned[w.Key] = true
+
+		fallthrough
+	default:
+		if c.Scheduler != w.Scheduler || c.Flags != w.Flags {
+			if err := r.kernel.UpdateService(w); err != nil {
+				return fmt.Errorf("updating IPVS service %s: %w", w.Key, err)
+			}
+
+			r.changed("update_service")
+			logger.Info("IPVS service updated", zap.Stringer("service", w.Key), zap.String("scheduler", w.Scheduler))
+		}
+	}
+
+	return r.applyRealServers(w, c.RealServers, logger)
+}
+
+func (r *reconciler) applyRealServers(w Service, current []RealServer, logger *zap.Logger) error {
+	have := make(map[string]RealServer, len(current))
+	for _, rs := range current {
+		have[rs.Address.String()] = rs
+	}
+
+	var errs []error
+
+	for _, rs := range w.RealServers {
+		h, ok := have[rs.Address.String()]
+		delete(have, rs.Address.String())
+
+		log := logger.With(zap.Stringer("service", w.Key), zap.Stringer("real_server", rs.Address), zap.Uint32("weight", rs.Weight))
+
+		switch {
+		case !ok:
+			if err := r.kernel.AddRealServer(w.Key, rs); err != nil {
+				errs = append(errs, fmt.Errorf("adding real server %s: %w", rs.Address, err))
+
+				continue
+			}
+
+			r.changed("add_real_server")
+			log.Info("IPVS real server added")
+		case h.Weight != rs.Weight || h.Forwarding != rs.Forwarding:
+			if err := r.kernel.UpdateRealServer(w.Key, rs); err != nil {
+				errs = append(errs, fmt.Errorf("updating real server %s: %w", rs.Address, err))
+
+				continue
+			}
+
+			r.changed("update_real_server")
+			log.Info("IPVS real server updated", zap.Uint32("old_weight", h.Weight))
+		}
+	}
+
+	for _, rs := range have {
+		if err := r.kernel.DeleteRealServer(w.Key, rs.Address); err != nil {
+			errs = append(errs, fmt.Errorf("removing real server %s: %w", rs.Address, err))
+
+			continue
+		}
+
+		r.changed("delete_real_server")
+		logger.Info("IPVS real server removed", zap.Stringer("service", w.Key), zap.Stringer("real_server", rs.Address))
+	}
+
+	if len(errs) > 0 {
+		return fmt.Errorf("IPVS service %s: %w", w.Key, errors.Join(errs...))
+	}
+
+	return nil
+}
+
+// removeOwned deletes every owned service from the kernel: the agent is stopping.
+func (r *reconciler) removeOwned(logger *zap.Logger) error {
+	_, err := r.apply(nil, logger)
+
+	return err
+}
+
+func compareKeys(a, b Key) int {
+	if c := a.Address.Compare(b.Address); c != 0 {
+		return c
+	}
+
+	if a.Port != b.Port {
+		return int(a.Port) - int(b.Port)
+	}
+
+	return int(a.Protocol) - int(b.Protocol)
+}
