@@ -28,6 +28,9 @@ import (
 	"github.com/talos-lb/talos-lb/agent/election"
 	"github.com/talos-lb/talos-lb/agent/grpcapi"
 	"github.com/talos-lb/talos-lb/agent/health"
+	"github.com/talos-lb/talos-lb/agent/ipvs"
+	"github.com/talos-lb/talos-lb/agent/ipvs/kernel"
+	"github.com/talos-lb/talos-lb/agent/ipvs/snat"
 	"github.com/talos-lb/talos-lb/agent/node"
 	"github.com/talos-lb/talos-lb/agent/proxy"
 	"github.com/talos-lb/talos-lb/agent/vip"
@@ -109,6 +112,11 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("creating controller runtime: %w", err)
 	}
 
+	ipvsKernel := &kernel.IPVS{}
+	defer ipvsKernel.Close()
+
+	ipvsServices := &ipvs.ServiceController{Kernel: ipvsKernel, SNAT: &snat.Masquerade{}, Metrics: ipvs.NewMetrics(reg)}
+
 	for _, c := range []controller.Controller{
 		&health.Controller{Prober: health.NetProber{}, Metrics: health.NewMetrics(reg)},
 		&node.StatusController{Addresses: netutil.NetlinkAddresses{}, Version: version.Version, StartedAt: startedAt},
@@ -116,6 +124,7 @@ func Run(ctx context.Context, opts Options) error {
 		&election.Controller{Transport: election.TLSTransport(serverTLS, clientTLS), LogOutput: os.Stderr},
 		&vip.StatusController{Links: netutil.NetlinkLinks{}, Changes: netutil.NetlinkAddresses{}},
 		&vip.AddressController{Links: netutil.NetlinkLinks{}, Announcer: l2.RawAnnouncer{}},
+		ipvsServices,
 	} {
 		if err := rt.RegisterController(c); err != nil {
 			return fmt.Errorf("registering controller %s: %w", c.Name(), err)
@@ -214,6 +223,11 @@ func Run(ctx context.Context, opts Options) error {
 
 	stopRuntime()
 	wg.Wait()
+
+	// Only once the runtime has stopped: no reconcile may put back what this removes.
+	if err := ipvsServices.Cleanup(logger.With(zap.String("controller", ipvsServices.Name()))); err != nil {
+		logger.Warn("removing IPVS services and masquerade rules", zap.Error(err))
+	}
 
 	logger.Info("agent stopped")
 
