@@ -1,9 +1,12 @@
 package lb_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/pem"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -336,4 +339,43 @@ func TestBindErrorIsReported(t *testing.T) {
 	st := p.Stats()
 	require.ErrorIs(t, st.BindError, syscall.EADDRINUSE)
 	assert.Len(t, st.Listen, 1, "the free address is served anyway")
+}
+
+// Large transfers take the splice path; small ones the buffered one. Both
+// must deliver every byte in order, and a half-close must travel through.
+func TestBulkAndSmallWritesArriveIntactBothWays(t *testing.T) {
+	a := newUpstream(t, "a")
+	p, addr := startProxy(t, health.NetProber{}, testSpec(a.addr))
+	waitState(t, p, a.addr, health.StateHealthy)
+
+	cl, err := connect(addr)
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+
+	payload := make([]byte, 12<<20+7)
+	_, err = rand.Read(payload)
+	require.NoError(t, err)
+
+	go func() {
+		// Small writes first, then one large one, then the half-close.
+		for i := range 100 {
+			cl.conn.Write(payload[i*10 : (i+1)*10]) //nolint:errcheck // the read side checks
+		}
+
+		cl.conn.Write(payload[1000:])       //nolint:errcheck
+		cl.conn.(*net.TCPConn).CloseWrite() //nolint:errcheck,forcetypeassert
+	}()
+
+	got, err := io.ReadAll(cl.r)
+	require.NoError(t, err, "the upstream's close after our half-close ends the stream cleanly")
+	require.True(t, bytes.Equal(payload, got), "echoed %d of %d bytes, equal prefix %d", len(got), len(payload), commonPrefix(payload, got))
+}
+
+func commonPrefix(a, b []byte) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+
+	return n
 }

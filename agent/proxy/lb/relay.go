@@ -144,21 +144,15 @@ func (c *conn) relay() {
 	c.server.Close() //nolint:errcheck
 }
 
-// pipe copies src to dst. ReadFrom between two TCP sockets is splice(2) on
-// Linux: the bytes never enter user space and no buffer is allocated.
+// pipe copies src to dst, then passes the end of stream on as a half-close.
 func (c *conn) pipe(dst, src *net.TCPConn) {
-	if _, err := dst.ReadFrom(src); err != nil {
+	if err := copyStream(dst, src); err != nil {
 		c.close()
 
 		return
 	}
 
 	dst.CloseWrite() //nolint:errcheck // the peer may be gone already; the other way finds out
-}
-
-func (c *conn) close() {
-	c.client.Close() //nolint:errcheck // ends the other direction's copy too
-	c.server.Close() //nolint:errcheck
 }
 
 // connSet is the connections of one upstream, so a drain can end them.
