@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/talos-lb/talos-lb/pkg/version.Version=$(VERSION)
 BINARIES := lb-agent lbctl
 export CGO_ENABLED := 0
 
-.PHONY: all build generate check-generate lint test test-unit test-netns deps demo clean bench-vip
+.PHONY: all build generate check-generate lint test test-unit test-netns test-vm deps demo clean bench-vip
 
 all: build
 
@@ -45,8 +45,12 @@ test-unit:
 test-netns: deps build
 	LB_BIN_DIR=$(CURDIR)/$(OUT) $(GO) test -count=1 -p 1 -timeout 15m ./integration/...
 
+## test-vm: the VM tier: Debian's kernel under QEMU runs the IPVS controller against real IPVS and nftables (downloads the kernel on first use).
+test-vm:
+	./hack/vm/run.sh
+
 ## test: everything CI runs.
-test: lint check-generate test-unit test-netns
+test: lint check-generate test-unit test-netns test-vm
 
 ## bench-vip: client-observed VIP failover, talos-lb vs keepalived (VRRP), side by side (root).
 bench-vip: deps build
