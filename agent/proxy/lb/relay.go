@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -124,6 +125,7 @@ func listenTCP(addr string, opts socketOptions) (*net.TCPListener, error) {
 type conn struct {
 	client, server *net.TCPConn
 	wg             sync.WaitGroup
+	ended          atomic.Int32 // directions that reached the end of their stream
 }
 
 // relay copies both ways until both directions ended. An end of stream is
@@ -152,7 +154,11 @@ func (c *conn) pipe(dst, src *net.TCPConn) {
 		return
 	}
 
-	dst.CloseWrite() //nolint:errcheck // the peer may be gone already; the other way finds out
+	// The second direction to end skips the half-close: relay closes both
+	// sockets next, which sends the same FIN for one system call less.
+	if c.ended.Add(1) == 1 {
+		dst.CloseWrite() //nolint:errcheck // the peer may be gone already; the other way finds out
+	}
 }
 
 // connSet is the connections of one upstream, so a drain can end them.
