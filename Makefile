@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/talos-lb/talos-lb/pkg/version.Version=$(VERSION)
 BINARIES := lb-agent lbctl
 export CGO_ENABLED := 0
 
-.PHONY: all build generate check-generate lint test test-unit test-netns test-vm deps demo clean bench-vip
+.PHONY: all build generate check-generate lint test test-unit test-netns test-vm deps demo clean bench-vip bench-proxy
 
 all: build
 
@@ -55,6 +55,12 @@ test: lint check-generate test-unit test-netns test-vm
 ## bench-vip: client-observed VIP failover, talos-lb vs keepalived (VRRP), side by side (root).
 bench-vip: deps build
 	LB_BIN_DIR=$(CURDIR)/$(OUT) $(GO) run ./hack/bench/vip
+
+## bench-proxy: the local API proxy vs direct, HAProxy and go-loadbalancer (KubePrism) on loopback.
+## go-loadbalancer is built from its own module under hack/bench/golb, outside the project's dependencies.
+bench-proxy: deps build
+	$(GO) build -C hack/bench/golb -o $(CURDIR)/$(OUT)/golb .
+	$(GO) run ./hack/bench/proxy -bin $(CURDIR)/$(OUT)
 
 ## demo: a lab of 3 agents, a BIRD router and a client in network namespaces; Ctrl-C tears it down.
 demo: deps build

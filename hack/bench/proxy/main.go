@@ -1,0 +1,255 @@
+// Command proxy benchmarks TCP proxies side by side on loopback: direct (no
+// proxy), talos-lb's proxy (the real lb-agent), HAProxy (mode tcp, roundrobin,
+// TCP checks) and go-loadbalancer (KubePrism's library), all in front of the
+// same three upstreams. Loads: HTTP keep-alive and new-connection-per-request
+// req/s (wrk), bulk GB/s both ways, connect+first-byte latency, and proxy CPU
+// per request from /proc. Rounds alternate the order of the targets; results
+// are medians, ratios are against direct in the same round.
+//
+// The last line is machine-readable:
+//
+//	proxy ka_ratio=X newconn_ratio=X bulk_ratio=X haproxy_ka_ratio=X golb_ka_ratio=X cpu_us_per_req=X rounds=N
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	bin      string
+	rounds   int
+	duration time.Duration
+	conns    int
+	bulkSize int64
+	samples  int
+}
+
+// sample is one target's figures in one round.
+type sample struct {
+	ka, newconn         float64 // req/s
+	down, up            float64 // GB/s
+	p50, p99            time.Duration
+	cpuKA, cpuNewconn   float64 // proxy CPU µs per request
+	kaErrs, newconnErrs string
+}
+
+func main() {
+	var o options
+
+	flag.StringVar(&o.bin, "bin", "_out", "directory holding lb-agent, lbctl and golb")
+	flag.IntVar(&o.rounds, "rounds", 5, "rounds; each runs every load against every target")
+	flag.DurationVar(&o.duration, "duration", 4*time.Second, "length of each wrk run")
+	flag.IntVar(&o.conns, "conns", 32, "wrk connections")
+	flag.Int64Var(&o.bulkSize, "bulk", 2<<30, "bytes per bulk transfer")
+	flag.IntVar(&o.samples, "latency-samples", 1000, "connections for the first-byte latency")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if err := run(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-proxy:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) error {
+	load, _ := os.ReadFile("/proc/loadavg") //nolint:errcheck // informational
+	host, _ := os.Hostname()                //nolint:errcheck
+	fmt.Printf("# %s on %s, load %s", time.Now().UTC().Format(time.RFC3339), host, load)
+
+	var upstreams []string
+
+	for range 3 {
+		addr, err := startUpstream()
+		if err != nil {
+			return err
+		}
+
+		upstreams = append(upstreams, addr)
+	}
+
+	dir, err := os.MkdirTemp("", "bench-proxy-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir) //nolint:errcheck
+
+	targets := []*target{{name: "direct", addr: upstreams[0]}}
+
+	for _, startFn := range []func() (*target, error){
+		func() (*target, error) { return startOurs(ctx, dir, o.bin, upstreams) },
+		func() (*target, error) { return startHAProxy(ctx, dir, upstreams) },
+		func() (*target, error) { return startGoLB(ctx, dir, o.bin, upstreams) },
+	} {
+		t, err := startFn()
+		if err != nil {
+			return err
+		}
+
+		defer t.stop()
+
+		targets = append(targets, t)
+	}
+
+	results := map[string][]sample{}
+
+	for round := range o.rounds {
+		// Rotating the order spreads drift (thermal, other load) over every target.
+		order := slices.Concat(targets[round%len(targets):], targets[:round%len(targets)])
+
+		for _, t := range order {
+			s, err := measure(ctx, t, o)
+			if err != nil {
+				return fmt.Errorf("round %d, %s: %w", round+1, t.name, err)
+			}
+
+			results[t.name] = append(results[t.name], s)
+
+			fmt.Printf("# round %d %-16s ka=%.0f newconn=%.0f down=%.2fGB/s up=%.2fGB/s p50=%s p99=%s cpu_ka=%.1fus cpu_newconn=%.1fus %s%s\n",
+				round+1, t.name, s.ka, s.newconn, s.down, s.up, s.p50, s.p99, s.cpuKA, s.cpuNewconn, s.kaErrs, s.newconnErrs)
+		}
+	}
+
+	report(targets, results, o.rounds)
+
+	return nil
+}
+
+func measure(ctx context.Context, t *target, o options) (sample, error) {
+	var s sample
+
+	for _, closing := range []bool{false, true} {
+		before, err := t.cpuTime()
+		if err != nil {
+			return s, err
+		}
+
+		r, err := runWrk(ctx, t.addr, o.conns, o.duration, closing)
+		if err != nil {
+			return s, err
+		}
+
+		after, err := t.cpuTime()
+		if err != nil {
+			return s, err
+		}
+
+		cpu := float64((after - before).Microseconds()) / float64(max(r.requests, 1))
+
+		if closing {
+			s.newconn, s.cpuNewconn, s.newconnErrs = r.rps, cpu, r.errors
+		} else {
+			s.ka, s.cpuKA, s.kaErrs = r.rps, cpu, r.errors
+		}
+	}
+
+	var err error
+
+	if s.down, err = bulk(t.addr, o.bulkSize, true); err != nil {
+		return s, err
+	}
+
+	if s.up, err = bulk(t.addr, o.bulkSize, false); err != nil {
+		return s, err
+	}
+
+	s.p50, s.p99, err = firstByte(t.addr, o.samples)
+
+	return s, err
+}
+
+func median(v []float64) float64 {
+	v = slices.Clone(v)
+	slices.Sort(v)
+
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// col is one figure of a sample.
+type col struct {
+	name  string
+	value func(sample) float64
+	ratio bool // print the ratio to direct beside it
+}
+
+func report(targets []*target, results map[string][]sample, rounds int) {
+	cols := []col{
+		{"keep-alive req/s", func(s sample) float64 { return s.ka }, true},
+		{"new-conn req/s", func(s sample) float64 { return s.newconn }, true},
+		{"bulk down GB/s", func(s sample) float64 { return s.down }, true},
+		{"bulk up GB/s", func(s sample) float64 { return s.up }, true},
+		{"first byte p50 µs", func(s sample) float64 { return float64(s.p50.Microseconds()) }, false},
+		{"first byte p99 µs", func(s sample) float64 { return float64(s.p99.Microseconds()) }, false},
+		{"CPU µs/req keep-alive", func(s sample) float64 { return s.cpuKA }, false},
+		{"CPU µs/req new-conn", func(s sample) float64 { return s.cpuNewconn }, false},
+	}
+
+	// ratio is the median over rounds of target/direct in the same round.
+	ratio := func(name string, c col) float64 {
+		var r []float64
+		for i, s := range results[name] {
+			r = append(r, c.value(s)/c.value(results["direct"][i]))
+		}
+
+		return median(r)
+	}
+
+	fmt.Printf("\n| medians of %d rounds | %s |\n|---|%s\n", rounds, strings.Join(names(targets), " | "), strings.Repeat("---|", len(targets)))
+
+	for _, c := range cols {
+		row := []string{c.name}
+
+		for _, t := range targets {
+			var v []float64
+			for _, s := range results[t.name] {
+				v = append(v, c.value(s))
+			}
+
+			cell := fmt.Sprintf("%.4g", median(v))
+			if c.ratio && t.name != "direct" {
+				cell += fmt.Sprintf(" (%.2f×)", ratio(t.name, c))
+			}
+
+			if !c.ratio && t.name == "direct" && strings.HasPrefix(c.name, "CPU") {
+				cell = "–"
+			}
+
+			row = append(row, cell)
+		}
+
+		fmt.Printf("| %s |\n", strings.Join(row, " | "))
+	}
+
+	bulkRatio := (ratio("talos-lb", cols[2]) + ratio("talos-lb", cols[3])) / 2
+
+	var cpu []float64
+	for _, s := range results["talos-lb"] {
+		cpu = append(cpu, s.cpuKA)
+	}
+
+	fmt.Printf("\nproxy ka_ratio=%.2f newconn_ratio=%.2f bulk_ratio=%.2f haproxy_ka_ratio=%.2f golb_ka_ratio=%.2f cpu_us_per_req=%.1f rounds=%d\n",
+		ratio("talos-lb", cols[0]), ratio("talos-lb", cols[1]), bulkRatio,
+		ratio("haproxy", cols[0]), ratio("go-loadbalancer", cols[0]), median(cpu), rounds)
+}
+
+func names(targets []*target) []string {
+	var out []string
+	for _, t := range targets {
+		out = append(out, t.name)
+	}
+
+	return out
+}
