@@ -199,9 +199,9 @@ func (ctrl *ServiceController) program(byKey map[Key]*wanted, logger *zap.Logger
 	}
 
 	if err := ctrl.Kernel.Check(); err != nil {
-		ctrl.Metrics.setAvailable(!errors.Is(err, ErrIPVSMissing))
-
 		if errors.Is(err, ErrIPVSMissing) {
+			ctrl.Metrics.setAvailable(false)
+
 			return fail(StateIPVSMissing, err)
 		}
 

@@ -31,11 +31,11 @@ import (
 )
 
 // The guest's addressing: the root namespace is the VIP holder; the client and every
-// backend live in namespaces of their own, each joined to the holder by a veth.
+// backend live in namespaces of their own, each joined to the holder by a veth with an
+// IPv4 /24 and an IPv6 /64 (the holder's end .1 / ::1, the namespace's .2 / ::2).
 var (
-	vip        = netip.MustParseAddr("10.96.0.1")
-	clientAddr = netip.MustParseAddr("10.10.0.2")
-	clientGW   = netip.MustParseAddr("10.10.0.1")
+	vip  = netip.MustParseAddr("10.96.0.1")
+	vip6 = netip.MustParseAddr("fd96::1")
 )
 
 const (
@@ -130,18 +130,20 @@ func inNS(ns netns.NsHandle, fn func() error) error {
 // peer is a network namespace joined to the root namespace by a veth: eth0 inside, host
 // outside.
 type peer struct {
-	ns   netns.NsHandle
-	host string
-	addr netip.Addr // eth0's address
-	gw   netip.Addr // the host end's address
+	ns          netns.NsHandle
+	host        string
+	addr, addr6 netip.Addr // eth0's addresses
+	gw, gw6     netip.Addr // the host end's addresses
 }
 
-// newPeer creates a namespace and its veth, addresses both ends with prefix/24 (.1 outside,
-// .2 inside) and, when route is set, a default route through the host.
-func newPeer(t *testing.T, host string, prefix netip.Prefix, route bool) *peer {
+// newPeer creates a namespace and its veth, addresses both ends from the two prefixes and,
+// when route is set, adds default routes through the host.
+func newPeer(t *testing.T, host string, prefix, prefix6 netip.Prefix, route bool) *peer {
 	t.Helper()
 
-	p := &peer{host: host, gw: prefix.Addr().Next(), addr: prefix.Addr().Next().Next()}
+	p := &peer{host: host}
+	p.gw, p.addr = prefix.Addr().Next(), prefix.Addr().Next().Next()
+	p.gw6, p.addr6 = prefix6.Addr().Next(), prefix6.Addr().Next().Next()
 
 	if err := onFreshThread(func() error {
 		var err error
@@ -176,13 +178,15 @@ func newPeer(t *testing.T, host string, prefix netip.Prefix, route bool) *peer {
 	}
 	defer inside.Close()
 
-	up(t, root, host, netip.PrefixFrom(p.gw, 24))
-	up(t, inside, "lo", netip.Prefix{})
-	up(t, inside, "eth0", netip.PrefixFrom(p.addr, 24))
+	up(t, root, host, netip.PrefixFrom(p.gw, 24), netip.PrefixFrom(p.gw6, 64))
+	up(t, inside, "lo")
+	up(t, inside, "eth0", netip.PrefixFrom(p.addr, 24), netip.PrefixFrom(p.addr6, 64))
 
 	if route {
-		if err := inside.RouteAdd(&netlink.Route{Gw: p.gw.AsSlice()}); err != nil {
-			t.Fatalf("default route of %s: %v", host, err)
+		for _, gw := range []netip.Addr{p.gw, p.gw6} {
+			if err := inside.RouteAdd(&netlink.Route{Gw: gw.AsSlice()}); err != nil {
+				t.Fatalf("default route of %s via %s: %v", host, gw, err)
+			}
 		}
 	}
 
@@ -202,8 +206,9 @@ func rootHandle(t *testing.T) *netlink.Handle {
 	return h
 }
 
-// up sets a link up, with an address unless addr is the zero prefix.
-func up(t *testing.T, h *netlink.Handle, name string, addr netip.Prefix) {
+// up sets a link up with the given addresses; IPv6 ones skip duplicate address detection,
+// so they are usable at once.
+func up(t *testing.T, h *netlink.Handle, name string, addrs ...netip.Prefix) {
 	t.Helper()
 
 	l, err := h.LinkByName(name)
@@ -211,9 +216,10 @@ func up(t *testing.T, h *netlink.Handle, name string, addr netip.Prefix) {
 		t.Fatalf("finding %s: %v", name, err)
 	}
 
-	if addr.IsValid() {
-		if err := h.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: addr.Addr().AsSlice(), Mask: net.CIDRMask(addr.Bits(), 32)}}); err != nil {
-			t.Fatalf("adding %s to %s: %v", addr, name, err)
+	for _, a := range addrs {
+		ipnet := &net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), a.Addr().BitLen())}
+		if err := h.AddrAdd(l, &netlink.Addr{IPNet: ipnet, Flags: unix.IFA_F_NODAD}); err != nil {
+			t.Fatalf("adding %s to %s: %v", a, name, err)
 		}
 	}
 
@@ -237,11 +243,12 @@ func addVIP(t *testing.T) {
 		}
 	})
 
-	up(t, root, "vip0", netip.PrefixFrom(vip, 32))
+	up(t, root, "vip0", netip.PrefixFrom(vip, 32), netip.PrefixFrom(vip6, 128))
 }
 
-// backend is a TCP server in its own namespace: it greets every connection with its name
-// and the source address it sees, then echoes.
+// backend is a TCP server in its own namespace, on both families: it greets every
+// connection with its name and the source address it sees, then echoes. It has no route
+// beyond its own link, so it can only answer the holder.
 type backend struct {
 	*peer
 
@@ -249,32 +256,61 @@ type backend struct {
 	hits atomic.Int64
 }
 
-// realServer is the backend's address as the IPVS service names it.
-func (b *backend) realServer() netip.AddrPort {
-	return netip.AddrPortFrom(b.addr, backendPort)
+// address is the backend's address in vip's family.
+func (b *backend) address(vip netip.Addr) netip.Addr {
+	if vip.Is6() {
+		return b.addr6
+	}
+
+	return b.addr
+}
+
+// holder is the holder's address on the backend's link in vip's family: what the backend
+// sees as the source of masqueraded connections.
+func (b *backend) holder(vip netip.Addr) netip.Addr {
+	if vip.Is6() {
+		return b.gw6
+	}
+
+	return b.gw
 }
 
 func newBackend(t *testing.T, i int) *backend {
 	t.Helper()
 
 	b := &backend{name: fmt.Sprintf("backend-%d", i)}
-	b.peer = newPeer(t, fmt.Sprintf("tb%d", i), netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 20, byte(i), 0}), 24), false)
+	b.peer = newPeer(t, fmt.Sprintf("tb%d", i),
+		netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 20, byte(i), 0}), 24),
+		netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0x20, 0, byte(i)}), 64), false)
 
 	var ln net.Listener
 
 	if err := inNS(b.ns, func() error {
 		var err error
-		ln, err = net.Listen("tcp", netip.AddrPortFrom(b.addr, backendPort).String())
+		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", backendPort))
 
 		return err
 	}); err != nil {
 		t.Fatalf("%s: listening: %v", b.name, err)
 	}
 
-	var wg sync.WaitGroup
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns = map[net.Conn]bool{}
+	)
 
+	// Connections are closed here too: a client's close may never arrive once the
+	// IPVS service that carried it is gone.
 	t.Cleanup(func() {
 		ln.Close() //nolint:errcheck
+
+		mu.Lock()
+		for c := range conns {
+			c.Close() //nolint:errcheck
+		}
+		mu.Unlock()
+
 		wg.Wait()
 	})
 
@@ -287,10 +323,20 @@ func newBackend(t *testing.T, i int) *backend {
 
 			b.hits.Add(1)
 
-			wg.Go(func() {
-				defer c.Close() //nolint:errcheck
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
 
-				remote := c.RemoteAddr().(*net.TCPAddr).IP.String() //nolint:forcetypeassert // a TCP listener
+			wg.Go(func() {
+				defer func() {
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+
+					c.Close() //nolint:errcheck
+				}()
+
+				remote := c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap() //nolint:forcetypeassert // a TCP listener
 				if _, err := fmt.Fprintf(c, "%s %s\n", b.name, remote); err != nil {
 					return
 				}
@@ -311,12 +357,7 @@ type client struct {
 func newClient(t *testing.T) *client {
 	t.Helper()
 
-	c := &client{newPeer(t, "tc", netip.MustParsePrefix("10.10.0.0/24"), true)}
-	if c.addr != clientAddr || c.gw != clientGW {
-		t.Fatalf("client addressing: got %s via %s", c.addr, c.gw)
-	}
-
-	return c
+	return &client{newPeer(t, "tc", netip.MustParsePrefix("10.10.0.0/24"), netip.MustParsePrefix("fd10::/64"), true)}
 }
 
 // conn is one client connection to the VIP and the greeting its backend sent.
@@ -330,7 +371,7 @@ type conn struct {
 }
 
 // dial connects to the VIP from the client namespace and reads the backend's greeting.
-func (c *client) dial(ctx context.Context) (*conn, error) {
+func (c *client) dial(ctx context.Context, vip netip.Addr) (*conn, error) {
 	var nc net.Conn
 
 	if err := inNS(c.ns, func() error {

@@ -123,7 +123,8 @@ func runAgent(t *testing.T, cleanup bool) *agent {
 	return a
 }
 
-func service(weights map[*backend]uint32, scheduler string) *resources.IPVSService {
+// service is the IPVSService for vip:443 over the backends' addresses of vip's family.
+func service(vip netip.Addr, weights map[*backend]uint32, scheduler string) *resources.IPVSService {
 	res := resources.NewIPVSService(serviceID)
 	spec := res.TypedSpec().Value
 	spec.Address = vip.String()
@@ -132,7 +133,7 @@ func service(weights map[*backend]uint32, scheduler string) *resources.IPVSServi
 	spec.Snat = true
 
 	for b, w := range weights {
-		spec.RealServers = append(spec.RealServers, &resourcepb.IPVSRealServerSpec{Address: b.addr.String(), Port: backendPort, Weight: w})
+		spec.RealServers = append(spec.RealServers, &resourcepb.IPVSRealServerSpec{Address: b.address(vip).String(), Port: backendPort, Weight: w})
 	}
 
 	return res
@@ -154,20 +155,20 @@ func (a *agent) assertProgrammed() {
 	})
 }
 
-// spread opens n connections to the VIP and counts them per backend; every backend must
-// have seen the holder's own address on its link as the source (the masquerade).
-func spread(t *testing.T, c *client, backends []*backend, n int) map[string]int {
+// spread opens n connections to vip and counts them per backend; every backend must have
+// seen the holder's own address on its link as the source (the masquerade).
+func spread(t *testing.T, c *client, vip netip.Addr, backends []*backend, n int) map[string]int {
 	t.Helper()
 
 	sources := map[string]string{}
 	for _, b := range backends {
-		sources[b.name] = b.gw.String()
+		sources[b.name] = b.holder(vip).String()
 	}
 
 	got := map[string]int{}
 
 	for range n {
-		cn, err := c.dial(t.Context())
+		cn, err := c.dial(t.Context(), vip)
 		require.NoError(t, err)
 
 		got[cn.backend]++
@@ -202,7 +203,7 @@ func TestIPVSMissingUntilTheModulesAreLoaded(t *testing.T) {
 	c := newClient(t)
 	b := newBackend(t, 1)
 	a := startAgent(t)
-	a.h.Create(service(map[*backend]uint32{b: 1}, ""))
+	a.h.Create(service(vip, map[*backend]uint32{b: 1}, ""))
 
 	a.assertStatus(func(s *resourcepb.IPVSStatusSpec, as *assert.Assertions) {
 		as.Equal(ipvs.StateIPVSMissing, s.GetState())
@@ -213,7 +214,7 @@ func TestIPVSMissingUntilTheModulesAreLoaded(t *testing.T) {
 
 	a.assertProgrammed()
 
-	cn, err := c.dial(t.Context())
+	cn, err := c.dial(t.Context(), vip)
 	require.NoError(t, err)
 	assert.Equal(t, b.name, cn.backend)
 	require.NoError(t, cn.Close())
@@ -230,13 +231,13 @@ func TestConnectionsSpreadOverBackendsAndRepliesReturn(t *testing.T) {
 	c := newClient(t)
 	backends := []*backend{newBackend(t, 1), newBackend(t, 2), newBackend(t, 3)}
 	a := startAgent(t)
-	a.h.Create(service(map[*backend]uint32{backends[0]: 1, backends[1]: 1, backends[2]: 1}, ""))
+	a.h.Create(service(vip, map[*backend]uint32{backends[0]: 1, backends[1]: 1, backends[2]: 1}, ""))
 	a.assertProgrammed()
 
 	assert.Equal(t, "1", sysctl(t, "net.ipv4.ip_forward"))
 	assert.Equal(t, "1", sysctl(t, "net.ipv4.vs.conntrack"))
 
-	got := spread(t, c, backends, 60)
+	got := spread(t, c, vip, backends, 60)
 	t.Logf("60 connections: %v", got)
 
 	for _, b := range backends {
@@ -252,6 +253,31 @@ func TestConnectionsSpreadOverBackendsAndRepliesReturn(t *testing.T) {
 	})
 }
 
+func TestIPv6ConnectionsSpreadOverBackendsAndRepliesReturn(t *testing.T) {
+	requireVM(t)
+	requireIPVS(t)
+
+	require.NoError(t, os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("0"), 0o644))
+
+	addVIP(t)
+	c := newClient(t)
+	backends := []*backend{newBackend(t, 1), newBackend(t, 2)}
+	a := startAgent(t)
+	a.h.Create(service(vip6, map[*backend]uint32{backends[0]: 1, backends[1]: 1}, ""))
+	a.assertProgrammed()
+
+	assert.Equal(t, "1", sysctl(t, "net.ipv6.conf.all.forwarding"))
+	assert.Equal(t, []string{"[fd96::1]:443"}, ipvsServices(t))
+	assert.Equal(t, 1, ourRules(t))
+
+	got := spread(t, c, vip6, backends, 40)
+	t.Logf("40 connections: %v", got)
+
+	for _, b := range backends {
+		assert.Positive(t, got[b.name], "%s got no connection", b.name)
+	}
+}
+
 func TestDrainedBackendGetsNoNewConnectionsButKeepsItsOwn(t *testing.T) {
 	requireVM(t)
 	requireIPVS(t)
@@ -261,14 +287,14 @@ func TestDrainedBackendGetsNoNewConnectionsButKeepsItsOwn(t *testing.T) {
 	backends := []*backend{newBackend(t, 1), newBackend(t, 2), newBackend(t, 3)}
 	drained := backends[1]
 	a := startAgent(t)
-	a.h.Create(service(map[*backend]uint32{backends[0]: 1, backends[1]: 1, backends[2]: 1}, ""))
+	a.h.Create(service(vip, map[*backend]uint32{backends[0]: 1, backends[1]: 1, backends[2]: 1}, ""))
 	a.assertProgrammed()
 
 	// Hold one connection to the backend about to drain.
 	var held *conn
 
 	for range 50 {
-		cn, err := c.dial(t.Context())
+		cn, err := c.dial(t.Context(), vip)
 		require.NoError(t, err)
 
 		if cn.backend == drained.name {
@@ -284,7 +310,7 @@ func TestDrainedBackendGetsNoNewConnectionsButKeepsItsOwn(t *testing.T) {
 
 	t.Cleanup(func() { held.Close() }) //nolint:errcheck
 
-	a.h.Update(service(map[*backend]uint32{backends[0]: 1, backends[1]: 0, backends[2]: 1}, ""))
+	a.h.Update(service(vip, map[*backend]uint32{backends[0]: 1, backends[1]: 0, backends[2]: 1}, ""))
 	a.assertStatus(func(s *resourcepb.IPVSStatusSpec, as *assert.Assertions) {
 		as.EqualValues(2, s.GetServing())
 
@@ -297,7 +323,7 @@ func TestDrainedBackendGetsNoNewConnectionsButKeepsItsOwn(t *testing.T) {
 	})
 
 	before := drained.hits.Load()
-	got := spread(t, c, backends, 60)
+	got := spread(t, c, vip, backends, 60)
 	t.Logf("60 connections with %s drained: %v", drained.name, got)
 
 	assert.Zero(t, got[drained.name])
@@ -318,7 +344,7 @@ func TestRemovalTakesOnlyWhatTheAgentAdded(t *testing.T) {
 	addForeignTable(t)
 
 	a := startAgent(t)
-	a.h.Create(service(map[*backend]uint32{b: 1}, ""))
+	a.h.Create(service(vip, map[*backend]uint32{b: 1}, ""))
 	a.assertProgrammed()
 
 	assert.Equal(t, []string{vip.String() + ":443", foreignSvc}, ipvsServices(t))
@@ -333,7 +359,7 @@ func TestRemovalTakesOnlyWhatTheAgentAdded(t *testing.T) {
 	assertForeignTable(t)
 
 	// The agent stops (SIGTERM): the daemon's cleanup hook removes everything again.
-	a.h.Create(service(map[*backend]uint32{b: 1}, ""))
+	a.h.Create(service(vip, map[*backend]uint32{b: 1}, ""))
 	a.assertProgrammed()
 	assert.Equal(t, 1, ourRules(t))
 
@@ -358,18 +384,18 @@ func TestRestartReconcilesInsteadOfDuplicating(t *testing.T) {
 
 	t.Run("first agent", func(t *testing.T) {
 		a := runAgent(t, false)
-		a.h.Create(service(weights, ""))
+		a.h.Create(service(vip, weights, ""))
 		a.assertProgrammed()
 
 		var err error
-		held, err = c.dial(t.Context())
+		held, err = c.dial(t.Context(), vip)
 		require.NoError(t, err)
 	})
 
 	t.Cleanup(func() { held.Close() }) //nolint:errcheck
 
 	a := startAgent(t)
-	a.h.Create(service(weights, ""))
+	a.h.Create(service(vip, weights, ""))
 	a.assertProgrammed()
 
 	time.Sleep(time.Second) // several polls
@@ -380,7 +406,7 @@ func TestRestartReconcilesInsteadOfDuplicating(t *testing.T) {
 	require.NoError(t, held.echo())
 
 	weights[backends[0]] = 5
-	a.h.Update(service(weights, ""))
+	a.h.Update(service(vip, weights, ""))
 	a.assertStatus(func(s *resourcepb.IPVSStatusSpec, as *assert.Assertions) {
 		as.EqualValues(5, s.GetRealServers()[0].GetWeight())
 	})
@@ -402,7 +428,7 @@ func TestMissingSchedulerModuleIsNamed(t *testing.T) {
 	addVIP(t)
 	b := newBackend(t, 1)
 	a := startAgent(t)
-	a.h.Create(service(map[*backend]uint32{b: 1}, "lc"))
+	a.h.Create(service(vip, map[*backend]uint32{b: 1}, "lc"))
 
 	a.assertStatus(func(s *resourcepb.IPVSStatusSpec, as *assert.Assertions) {
 		as.Equal(ipvs.StateFailed, s.GetState())
