@@ -57,6 +57,15 @@ func (ctrl *Controller) Outputs() []controller.Output {
 	return []controller.Output{{Type: resources.VIPLeadershipType, Kind: controller.OutputExclusive}}
 }
 
+// signals wake the controller loop besides resource events.
+type signals struct {
+	observations chan raft.Observation
+	// wake fires when a new leader's hold-off ends.
+	wake chan struct{}
+	// released carries a leader term whose predecessor released the VIP.
+	released chan uint64
+}
+
 // run is the state of one Run: the Raft node and what was observed of it.
 type run struct {
 	node     *node
@@ -71,6 +80,10 @@ type run struct {
 	lastTransfer time.Time
 	handedOff    bool
 	lastError    string
+
+	leaderTerm uint64
+	settleAt   time.Time
+	settled    bool
 }
 
 // transferCooldown keeps a leadership that nobody healthy can take from
@@ -79,7 +92,7 @@ const transferCooldown = 2 * time.Second
 
 // Run implements controller.Controller.
 func (ctrl *Controller) Run(ctx context.Context, r controller.Runtime, logger *zap.Logger) error {
-	observations := make(chan raft.Observation, 64)
+	sig := &signals{observations: make(chan raft.Observation, 64), wake: make(chan struct{}, 1), released: make(chan uint64, 1)}
 	st := &run{}
 
 	defer func() {
@@ -98,18 +111,23 @@ func (ctrl *Controller) Run(ctx context.Context, r controller.Runtime, logger *z
 		case <-ctx.Done():
 			return nil
 		case <-r.EventCh():
-		case <-observations:
+		case <-sig.observations:
+		case <-sig.wake:
+		case term := <-sig.released:
+			if st.leaderTerm == term {
+				st.settled = true
+			}
 		case <-ticker.C:
 			// Catches what no event announces: a leader's health cooldown ending.
 		}
 
-		if err := ctrl.reconcile(ctx, r, logger, st, observations); err != nil {
+		if err := ctrl.reconcile(ctx, r, logger, st, sig); err != nil {
 			return err
 		}
 	}
 }
 
-func (ctrl *Controller) reconcile(ctx context.Context, r controller.Runtime, logger *zap.Logger, st *run, observations chan raft.Observation) error {
+func (ctrl *Controller) reconcile(ctx context.Context, r controller.Runtime, logger *zap.Logger, st *run, sig *signals) error {
 	cfg, err := safe.ReaderGetByID[*resources.VIPConfig](ctx, r, resources.ControlPlaneID)
 	if err != nil && !state.IsNotFoundError(err) {
 		return fmt.Errorf("reading vip config: %w", err)
@@ -131,7 +149,7 @@ func (ctrl *Controller) reconcile(ctx context.Context, r controller.Runtime, log
 	}
 
 	if st.node == nil {
-		if err := ctrl.start(st, spec, observations); err != nil {
+		if err := ctrl.start(st, spec, sig.observations); err != nil {
 			st.lastError = err.Error()
 			// A member that is not running holds nothing to hand over.
 			st.handedOff = true
@@ -144,7 +162,8 @@ func (ctrl *Controller) reconcile(ctx context.Context, r controller.Runtime, log
 		logger.Info("election started", zap.String("listen", st.settings.Listen), zap.Int("peers", len(spec.GetPeers())))
 	}
 
-	ctrl.observe(st, logger)
+	ctrl.observe(st, logger, sig)
+	ctrl.settle(st, sig)
 
 	lifecycle, err := safe.ReaderGetByID[*resources.AgentLifecycle](ctx, r, resources.AgentLifecycleID)
 	if err != nil && !state.IsNotFoundError(err) {
@@ -211,7 +230,7 @@ func (ctrl *Controller) stop(st *run, logger *zap.Logger) {
 }
 
 // observe reads Raft's state; observations only say when to look.
-func (ctrl *Controller) observe(st *run, logger *zap.Logger) {
+func (ctrl *Controller) observe(st *run, logger *zap.Logger, sig *signals) {
 	state := st.node.raft.State().String()
 	_, leaderID := st.node.raft.LeaderWithID()
 	leader := string(leaderID)
@@ -223,6 +242,7 @@ func (ctrl *Controller) observe(st *run, logger *zap.Logger) {
 	now := time.Now()
 	if state == raft.Leader.String() && st.state != state {
 		st.leaderSince = now
+		ctrl.becameLeader(st, now, sig, logger)
 	}
 
 	logger.Info("election changed", zap.String("state", state), zap.String("leader", leader), zap.Uint64("term", st.node.raft.CurrentTerm()))
@@ -333,6 +353,11 @@ func (ctrl *Controller) handOff(ctx context.Context, r controller.Reader, logger
 
 	start := time.Now()
 
+	// The marker lets the next leader hold the VIP at once instead of waiting out our lease.
+	if err := st.node.raft.Apply(encodeRelease(st.node.raft.CurrentTerm()), time.Second).Error(); err != nil {
+		logger.Warn("recording the VIP release", zap.Error(err))
+	}
+
 	if err := st.node.raft.LeadershipTransfer().Error(); err != nil && !errors.Is(err, raft.ErrNotLeader) {
 		logger.Warn("leadership hand-off failed; peers elect after the heartbeat timeout", zap.Error(err))
 	} else {
@@ -373,6 +398,7 @@ func (ctrl *Controller) publish(ctx context.Context, r controller.Runtime, st *r
 		s.SteppingDown = steppingDown
 		s.HandedOff = st.handedOff
 		s.LastError = st.lastError
+		s.Settled = st.settled && !steppingDown
 
 		return nil
 	}); err != nil {
@@ -388,4 +414,61 @@ func cleanup(ctx context.Context, r controller.Runtime) error {
 	}
 
 	return nil
+}
+
+// holdOffMargin covers the old leader's way from losing its lease to the
+// address leaving its link.
+const holdOffMargin = 50 * time.Millisecond
+
+// becameLeader starts a leadership's hold-off. Raft allows one leader per
+// term, but a leader of an older term can run on its lease (and hold the VIP)
+// for up to leaderLeaseTimeout after a newer one is elected, e.g. when two
+// candidates race. So a new leader waits that long, unless the Raft log says
+// the leader of the term just before released the VIP and stepped down.
+func (ctrl *Controller) becameLeader(st *run, now time.Time, sig *signals, logger *zap.Logger) {
+	term := st.node.raft.CurrentTerm()
+	holdOff := st.settings.LeaderLeaseTimeout + holdOffMargin
+
+	st.leaderTerm, st.settled, st.settleAt = term, false, now.Add(holdOff)
+
+	r, fsm := st.node.raft, st.node.fsm
+
+	go func() {
+		// The barrier applies every committed entry, the release marker included.
+		if r.Barrier(holdOff).Error() == nil && fsm.releasedTerm.Load() == term-1 {
+			logger.Info("previous leader released the VIP: taking over at once", zap.Uint64("term", term))
+
+			select {
+			case sig.released <- term:
+			default:
+			}
+		}
+	}()
+}
+
+// settle marks the leadership settled once its hold-off is over, and
+// schedules a wake-up for when it will be.
+func (ctrl *Controller) settle(st *run, sig *signals) {
+	if st.state != raft.Leader.String() {
+		st.settled = false
+
+		return
+	}
+
+	if st.settled {
+		return
+	}
+
+	if wait := time.Until(st.settleAt); wait > 0 {
+		time.AfterFunc(wait, func() {
+			select {
+			case sig.wake <- struct{}{}:
+			default:
+			}
+		})
+
+		return
+	}
+
+	st.settled = true
 }

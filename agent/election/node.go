@@ -33,10 +33,11 @@ func settingsOf(spec *resourcepb.VipConfigSpec) Settings {
 	}
 }
 
-// node is one Raft member. Raft is used for its election only: the log holds
-// nothing but membership, and leadership (with its lease) is the VIP.
+// node is one Raft member. Raft is used for its election: the log holds only
+// membership and "released" markers, and leadership (with its lease) is the VIP.
 type node struct {
 	raft      *raft.Raft
+	fsm       *releaseFSM
 	transport raft.Transport
 	store     *raftboltdb.BoltStore
 }
@@ -85,14 +86,16 @@ func newNode(s Settings, peers []*resourcepb.VipPeer, transport raft.Transport, 
 		}
 	}
 
-	r, err := raft.NewRaft(cfg, nopFSM{}, store, store, snapshots, transport)
+	fsm := &releaseFSM{}
+
+	r, err := raft.NewRaft(cfg, fsm, store, store, snapshots, transport)
 	if err != nil {
 		store.Close() //nolint:errcheck
 
 		return nil, fmt.Errorf("starting election: %w", err)
 	}
 
-	return &node{raft: r, transport: transport, store: store}, nil
+	return &node{raft: r, fsm: fsm, transport: transport, store: store}, nil
 }
 
 func membership(peers []*resourcepb.VipPeer) raft.Configuration {

@@ -148,6 +148,8 @@ func (ctrl *StatusController) commonReason(ctx context.Context, r controller.Rea
 		return "no quorum", nil
 	case l.GetState() != "Leader" || l.GetLeader() != spec.GetNodeName():
 		return fmt.Sprintf("not leader (%s is)", l.GetLeader()), nil
+	case !l.GetSettled():
+		return "taking over: waiting out any previous leader's lease", nil
 	}
 
 	check := spec.GetHealthCheck()

@@ -61,8 +61,12 @@ func lanLinks() map[string][]netip.Prefix {
 }
 
 func (f *fixture) leadership(state, leader string) {
+	f.leadershipSettled(state, leader, state == "Leader")
+}
+
+func (f *fixture) leadershipSettled(state, leader string, settled bool) {
 	l := resources.NewVIPLeadership()
-	l.TypedSpec().Value = &resourcepb.VipLeadershipSpec{State: state, Leader: leader}
+	l.TypedSpec().Value = &resourcepb.VipLeadershipSpec{State: state, Leader: leader, Settled: settled}
 
 	if _, err := f.h.State.Get(f.h.Ctx(), l.Metadata()); err == nil {
 		f.h.Update(l)
@@ -101,6 +105,9 @@ func TestLeaderWithHealthyAPIServerHoldsAndAnnounces(t *testing.T) {
 
 	f.leadership("Follower", "cp-2")
 	f.assertReason(t, "10.0.0.100", "not leader (cp-2 is)")
+
+	f.leadershipSettled("Leader", "cp-1", false)
+	f.assertReason(t, "10.0.0.100", "taking over: waiting out any previous leader's lease")
 
 	f.leadership("Leader", "cp-1")
 	f.assertReason(t, "10.0.0.100", "")

@@ -228,8 +228,11 @@ type VipLeadershipSpec struct {
 	// True while the agent shuts down: the VIP is let go before leadership is handed over.
 	SteppingDown bool `protobuf:"varint,6,opt,name=stepping_down,json=steppingDown,proto3" json:"stepping_down,omitempty"`
 	// True once leadership was handed to a peer (or there was none to hand).
-	HandedOff     bool   `protobuf:"varint,7,opt,name=handed_off,json=handedOff,proto3" json:"handed_off,omitempty"`
-	LastError     string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	HandedOff bool   `protobuf:"varint,7,opt,name=handed_off,json=handedOff,proto3" json:"handed_off,omitempty"`
+	LastError string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// True once this leader may hold the VIP: the previous leader released it
+	// (recorded in the Raft log), or its lease has certainly run out.
+	Settled       bool `protobuf:"varint,9,opt,name=settled,proto3" json:"settled,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -318,6 +321,13 @@ func (x *VipLeadershipSpec) GetLastError() string {
 		return x.LastError
 	}
 	return ""
+}
+
+func (x *VipLeadershipSpec) GetSettled() bool {
+	if x != nil {
+		return x.Settled
+	}
+	return false
 }
 
 // VipPeerStatus is one member of the election as this node sees it.
@@ -559,7 +569,7 @@ const file_resource_v1alpha1_vip_proto_rawDesc = "" +
 	"\tstate_dir\x18\f \x01(\tR\bstateDir\"7\n" +
 	"\aVipPeer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xab\x02\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xc5\x02\n" +
 	"\x11VipLeadershipSpec\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12\x12\n" +
@@ -570,7 +580,8 @@ const file_resource_v1alpha1_vip_proto_rawDesc = "" +
 	"\n" +
 	"handed_off\x18\a \x01(\bR\thandedOff\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\b \x01(\tR\tlastError\"S\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12\x18\n" +
+	"\asettled\x18\t \x01(\bR\asettled\"S\n" +
 	"\rVipPeerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
