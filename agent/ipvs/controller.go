@@ -176,7 +176,7 @@ func (ctrl *ServiceController) program(byKey map[Key]*wanted, logger *zap.Logger
 	defer ctrl.mu.Unlock()
 
 	if ctrl.rec == nil {
-		ctrl.rec = &reconciler{kernel: ctrl.Kernel, owned: map[Key]bool{}, changed: ctrl.Metrics.changed}
+		ctrl.rec = &reconciler{kernel: ctrl.Kernel, owned: map[Key]bool{}, onChange: ctrl.Metrics.changed}
 	}
 
 	if len(byKey) == 0 {
@@ -215,15 +215,12 @@ func (ctrl *ServiceController) program(byKey map[Key]*wanted, logger *zap.Logger
 		want[k] = w.svc
 	}
 
-	failed, err := ctrl.rec.apply(want, logger)
+	current, failed, err := ctrl.rec.apply(want, logger)
 	if err != nil {
-		ctrl.Metrics.failed()
-		logger.Warn("IPVS reconcile incomplete", zap.Error(err))
+		logger.Warn("removing IPVS services no longer wanted", zap.Error(err))
 	}
 
-	if failed == nil { // the kernel could not be read at all
-		return fail(StateFailed, err)
-	}
+	incomplete := err != nil || len(failed) > 0
 
 	var snat []Key
 
@@ -244,8 +241,7 @@ func (ctrl *ServiceController) program(byKey map[Key]*wanted, logger *zap.Logger
 	slices.SortFunc(snat, compareKeys)
 
 	if err := ctrl.SNAT.Sync(snat); err != nil {
-		ctrl.Metrics.failed()
-
+		incomplete = true
 		err = fmt.Errorf("masquerade rules: %w", err)
 
 		for _, k := range snat {
@@ -253,19 +249,11 @@ func (ctrl *ServiceController) program(byKey map[Key]*wanted, logger *zap.Logger
 		}
 	}
 
-	current, err := ctrl.Kernel.Services()
-	if err != nil {
-		logger.Warn("reading IPVS services back", zap.Error(err))
-
-		return nil
+	if incomplete {
+		ctrl.Metrics.failed()
 	}
 
-	out := make(map[Key]Service, len(current))
-	for _, s := range current {
-		out[s.Key] = s
-	}
-
-	return out
+	return current
 }
 
 // Cleanup removes the IPVS services this controller programmed and its masquerade rules.

@@ -51,17 +51,14 @@ func (k *fakeKernel) Check() error {
 	return nil
 }
 
-func (k *fakeKernel) Services() ([]ipvs.Service, error) {
+func (k *fakeKernel) Service(key ipvs.Key) (ipvs.Service, bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 
-	out := make([]ipvs.Service, 0, len(k.services))
-	for _, s := range k.services {
-		s.RealServers = slices.Clone(s.RealServers)
-		out = append(out, s)
-	}
+	s, ok := k.services[key]
+	s.RealServers = slices.Clone(s.RealServers)
 
-	return out, nil
+	return s, ok, nil
 }
 
 func (k *fakeKernel) AddService(s ipvs.Service) error {
@@ -147,15 +144,6 @@ func (k *fakeKernel) takeOps() []string {
 	k.ops = nil
 
 	return ops
-}
-
-func (k *fakeKernel) service(key ipvs.Key) (ipvs.Service, bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-
-	s, ok := k.services[key]
-
-	return s, ok
 }
 
 func (k *fakeKernel) setMissing(missing bool) {
@@ -282,7 +270,7 @@ func TestProgramsServiceWithRealServersAndSNAT(t *testing.T) {
 		a.EqualValues(3, s.GetServing())
 	})
 
-	svc, ok := f.kernel.service(apiKey)
+	svc, ok, _ := f.kernel.Service(apiKey)
 	require.True(t, ok)
 	assert.Equal(t, "mh", svc.Scheduler)
 	assert.Equal(t, ipvs.FlagHashFallback|ipvs.FlagHashPort, svc.Flags, "mh hashes ports and falls back from drained servers")
@@ -396,13 +384,13 @@ func TestLeavesForeignServicesAloneAndAdoptsItsOwnKey(t *testing.T) {
 
 	ctest.AssertNoResource[*resources.IPVSStatus](f.h, "apiserver")
 	assert.Eventually(t, func() bool {
-		_, ours := f.kernel.service(apiKey)
+		_, ours, _ := f.kernel.Service(apiKey)
 		keys, _ := f.snat.state()
 
 		return !ours && len(keys) == 0
 	}, 2*time.Second, 10*time.Millisecond)
 
-	got, ok := f.kernel.service(foreign.Key)
+	got, ok, _ := f.kernel.Service(foreign.Key)
 	require.True(t, ok, "the foreign service stays")
 	assert.Equal(t, foreign, got)
 	assert.Equal(t, []string{"delete_service " + apiKey.String()}, f.kernel.takeOps())
@@ -418,7 +406,7 @@ func TestReportsMissingIPVSUntilTheModuleAppears(t *testing.T) {
 		a.Contains(s.GetReason(), "KernelModuleConfig for ip_vs and ip_vs_mh")
 	})
 
-	_, present := f.kernel.service(apiKey)
+	_, present, _ := f.kernel.Service(apiKey)
 	assert.False(t, present)
 
 	f.kernel.setMissing(false)
@@ -497,10 +485,10 @@ func TestCleanupRemovesOnlyWhatItProgrammed(t *testing.T) {
 
 	require.NoError(t, f.ctrl.Cleanup(zaptest.NewLogger(t)))
 
-	_, ours := f.kernel.service(apiKey)
+	_, ours, _ := f.kernel.Service(apiKey)
 	assert.False(t, ours)
 
-	_, theirs := f.kernel.service(foreign.Key)
+	_, theirs, _ := f.kernel.Service(foreign.Key)
 	assert.True(t, theirs)
 
 	keys, _ := f.snat.state()

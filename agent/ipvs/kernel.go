@@ -71,7 +71,7 @@ type RealServer struct {
 	Weight     uint32
 	Forwarding string
 
-	// Connection counts; only Kernel.Services fills them in.
+	// Connection counts; only Kernel.Service fills them in.
 	ActiveConnections   uint32
 	InactiveConnections uint32
 }
@@ -83,9 +83,9 @@ type Kernel interface {
 	// while the ip_vs module is not loaded. It is called before every reconcile, so an
 	// implementation can notice a module that was loaded after the agent started.
 	Check() error
-	// Services lists every virtual service of the namespace, ours or not, with real servers
-	// and their connection counts.
-	Services() ([]Service, error)
+	// Service returns the service under k with its real servers and their connection
+	// counts; exists is false when the kernel has none.
+	Service(k Key) (s Service, exists bool, err error)
 	AddService(s Service) error
 	// UpdateService changes scheduler and flags in place: connections are kept.
 	UpdateService(s Service) error

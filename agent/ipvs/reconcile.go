@@ -10,6 +10,8 @@ import (
 )
 
 // reconciler applies the difference between the services wanted and the kernel's table.
+// It reads only the services it may touch, one by one: a node running kube-proxy in IPVS
+// mode can have thousands of others, and they are polled every 2 s.
 //
 // Ownership rule: the agent touches a kernel service only when its key (address, port,
 // protocol) is wanted now, or was programmed by this process and not removed since (owned).
@@ -21,24 +23,21 @@ import (
 type reconciler struct {
 	kernel Kernel
 	owned  map[Key]bool
-	// changed counts kernel changes by operation, for the metrics.
-	changed func(op string)
+	// onChange counts kernel changes by operation, for the metrics.
+	onChange func(op string)
+	// changes counts every change made, so apply knows which services to read back.
+	changes int
+}
+
+func (r *reconciler) changed(op string) {
+	r.changes++
+	r.onChange(op)
 }
 
 // apply makes the kernel run want and forgets owned services no longer wanted. It returns
-// the error of each wanted service that could not be programmed, and an error only when
-// the kernel could not even be read.
-func (r *reconciler) apply(want map[Key]Service, logger *zap.Logger) (map[Key]error, error) {
-	current, err := r.kernel.Services()
-	if err != nil {
-		return nil, fmt.Errorf("listing IPVS services: %w", err)
-	}
-
-	cur := make(map[Key]Service, len(current))
-	for _, s := range current {
-		cur[s.Key] = s
-	}
-
+// the kernel's wanted services as they are afterwards (with connection counts), the error
+// of each wanted service that could not be programmed, and the errors of removals.
+func (r *reconciler) apply(want map[Key]Service, logger *zap.Logger) (map[Key]Service, map[Key]error, error) {
 	var removeErrs []error
 
 	for _, k := range slices.SortedFunc(maps.Keys(r.owned), compareKeys) {
@@ -46,7 +45,14 @@ func (r *reconciler) apply(want map[Key]Service, logger *zap.Logger) (map[Key]er
 			continue
 		}
 
-		if _, ok := cur[k]; ok {
+		_, exists, err := r.kernel.Service(k)
+		if err != nil {
+			removeErrs = append(removeErrs, fmt.Errorf("reading IPVS service %s: %w", k, err))
+
+			continue
+		}
+
+		if exists {
 			if err := r.kernel.DeleteService(k); err != nil {
 				// Still owned: the next reconcile tries again.
 				removeErrs = append(removeErrs, fmt.Errorf("removing IPVS service %s: %w", k, err))
@@ -61,20 +67,38 @@ func (r *reconciler) apply(want map[Key]Service, logger *zap.Logger) (map[Key]er
 		delete(r.owned, k)
 	}
 
+	current := map[Key]Service{}
 	failed := map[Key]error{}
 
 	for _, k := range slices.SortedFunc(maps.Keys(want), compareKeys) {
-		if err := r.applyService(want[k], cur, logger); err != nil {
+		c, exists, err := r.kernel.Service(k)
+		if err != nil {
+			failed[k] = fmt.Errorf("reading IPVS service %s: %w", k, err)
+
+			continue
+		}
+
+		changes := r.changes
+
+		if err := r.applyService(want[k], c, exists, logger); err != nil {
 			failed[k] = err
+		}
+
+		if r.changes != changes { // read back what the kernel made of it
+			if c, exists, err = r.kernel.Service(k); err != nil && failed[k] == nil {
+				failed[k] = fmt.Errorf("reading IPVS service %s back: %w", k, err)
+			}
+		}
+
+		if exists {
+			current[k] = c
 		}
 	}
 
-	return failed, errors.Join(removeErrs...)
+	return current, failed, errors.Join(removeErrs...)
 }
 
-func (r *reconciler) applyService(w Service, cur map[Key]Service, logger *zap.Logger) error {
-	c, exists := cur[w.Key]
-
+func (r *reconciler) applyService(w Service, c Service, exists bool, logger *zap.Logger) error {
 	switch {
 	case !exists:
 		// Owned before the call: a service the kernel made but then failed on is ours to remove.
@@ -162,7 +186,7 @@ func (r *reconciler) applyRealServers(w Service, current []RealServer, logger *z
 
 // removeOwned deletes every owned service from the kernel: the agent is stopping.
 func (r *reconciler) removeOwned(logger *zap.Logger) error {
-	_, err := r.apply(nil, logger)
+	_, _, err := r.apply(nil, logger)
 
 	return err
 }

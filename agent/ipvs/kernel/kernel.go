@@ -100,64 +100,53 @@ func (k *IPVS) handle() (*mobyipvs.Handle, error) {
 	return k.h, nil
 }
 
-// Services implements ipvs.Kernel.
-func (k *IPVS) Services() ([]ipvs.Service, error) {
+// Service implements ipvs.Kernel.
+func (k *IPVS) Service(key ipvs.Key) (ipvs.Service, bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 
 	h, err := k.handle()
 	if err != nil {
-		return nil, err
+		return ipvs.Service{}, false, err
 	}
 
-	svcs, err := h.GetServices()
+	s, err := h.GetService(toService(ipvs.Service{Key: key}))
+	if errors.Is(err, syscall.ESRCH) {
+		return ipvs.Service{}, false, nil
+	}
+
 	if err != nil {
-		return nil, err
+		return ipvs.Service{}, false, err
 	}
 
-	out := make([]ipvs.Service, 0, len(svcs))
+	svc := ipvs.Service{
+		Key:       key,
+		Scheduler: s.SchedName,
+		// The kernel reports its own "hashed" bit (IP_VS_SVC_F_HASHED) among the flags.
+		Flags: s.Flags &^ 0x0002,
+	}
 
-	for _, s := range svcs {
-		if s.FWMark != 0 {
-			continue // keyed by firewall mark, not address: never one of ours
-		}
+	dests, err := h.GetDestinations(s)
+	if err != nil {
+		return ipvs.Service{}, false, fmt.Errorf("listing real servers: %w", err)
+	}
 
-		addr, ok := netip.AddrFromSlice(s.Address)
+	for _, d := range dests {
+		addr, ok := netip.AddrFromSlice(d.Address)
 		if !ok {
 			continue
 		}
 
-		svc := ipvs.Service{
-			Key:       ipvs.Key{Address: addr.Unmap(), Port: s.Port, Protocol: ipvs.Protocol(s.Protocol)},
-			Scheduler: s.SchedName,
-			// The kernel reports its own "hashed" bit (IP_VS_SVC_F_HASHED) among the flags.
-			Flags: s.Flags &^ 0x0002,
-		}
-
-		dests, err := h.GetDestinations(s)
-		if err != nil {
-			return nil, fmt.Errorf("listing real servers of %s: %w", svc.Key, err)
-		}
-
-		for _, d := range dests {
-			daddr, ok := netip.AddrFromSlice(d.Address)
-			if !ok {
-				continue
-			}
-
-			svc.RealServers = append(svc.RealServers, ipvs.RealServer{
-				Address:             netip.AddrPortFrom(daddr.Unmap(), d.Port),
-				Weight:              uint32(d.Weight),
-				Forwarding:          forwarding(d.ConnectionFlags),
-				ActiveConnections:   uint32(d.ActiveConnections),
-				InactiveConnections: uint32(d.InactiveConnections),
-			})
-		}
-
-		out = append(out, svc)
+		svc.RealServers = append(svc.RealServers, ipvs.RealServer{
+			Address:             netip.AddrPortFrom(addr.Unmap(), d.Port),
+			Weight:              uint32(d.Weight),
+			Forwarding:          forwarding(d.ConnectionFlags),
+			ActiveConnections:   uint32(d.ActiveConnections),
+			InactiveConnections: uint32(d.InactiveConnections),
+		})
 	}
 
-	return out, nil
+	return svc, true, nil
 }
 
 // AddService implements ipvs.Kernel.
