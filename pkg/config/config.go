@@ -49,6 +49,7 @@ type Config struct {
 	HealthChecks []HealthCheck `yaml:"healthChecks"`
 	Proxies      []Proxy       `yaml:"proxies"`
 	VIP          *VIP          `yaml:"vip"`
+	BGP          *BGP          `yaml:"bgp"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("1s",
@@ -144,6 +145,9 @@ func (c *Config) defaults(s scope) {
 	if c.VIP != nil {
 		c.VIP.defaults(s.at("vip"))
 	}
+	if c.BGP != nil {
+		c.BGP.defaults(s.at("bgp"))
+	}
 }
 
 func (c *Config) validate(s scope) {
@@ -175,6 +179,9 @@ func (c *Config) validate(s scope) {
 	validateProxies(s.at("proxies"), c.Proxies)
 	if c.VIP != nil {
 		c.VIP.validate(s.at("vip"), c)
+	}
+	if c.BGP != nil {
+		c.BGP.validate(s.at("bgp"))
 	}
 }
 

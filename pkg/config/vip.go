@@ -9,6 +9,10 @@ import (
 // VIP is the control-plane VIP: one shared address held by one healthy
 // control-plane node at a time, elected by the control-plane agents themselves.
 type VIP struct {
+	// Mode is "l2" (default: one elected holder answers ARP/NDP) or "bgp"
+	// (every healthy control-plane node announces the VIP; routers spread
+	// connections with ECMP).
+	Mode VIPMode `yaml:"mode"`
 	// Addresses are the VIPs (IPv4 and/or IPv6), added as /32 and /128.
 	Addresses []string `yaml:"addresses"`
 	// Link is the interface that carries the VIP.
@@ -49,10 +53,27 @@ type Announce struct {
 	Refresh Duration `yaml:"refresh"`
 }
 
+// VIPMode says how the VIP reaches clients.
+type VIPMode string
+
+// VIP modes.
+const (
+	VIPModeL2  VIPMode = "l2"
+	VIPModeBGP VIPMode = "bgp"
+)
+
 // DefaultElectionPort is the election port when listen is not set.
 const DefaultElectionPort = "50071"
 
 func (v *VIP) defaults(s scope) {
+	if !s.has("mode") {
+		v.Mode = VIPModeL2
+	}
+
+	if v.Mode == VIPModeBGP && !s.has("link") {
+		v.Link = "lo"
+	}
+
 	es := s.at("election")
 	if !es.has("listen") {
 		v.Election.Listen = "[::]:" + DefaultElectionPort
@@ -106,11 +127,21 @@ func (v *VIP) validate(s scope, c *Config) {
 		s.fail("link", "required: the interface that carries the VIP, e.g. eth0")
 	}
 
+	switch v.Mode {
+	case VIPModeL2:
+		v.Election.validate(s.at("election"), c.Node.Name)
+	case VIPModeBGP:
+		if c.BGP == nil {
+			s.fail("mode", "bgp needs the bgp section (asn and peers)")
+		}
+	default:
+		s.fail("mode", "unknown mode %q (l2 or bgp)", v.Mode)
+	}
+
 	if v.HealthCheck != "" && !slices.ContainsFunc(c.HealthChecks, func(h HealthCheck) bool { return h.Name == v.HealthCheck }) {
 		s.fail("healthCheck", "no healthChecks entry is named %q", v.HealthCheck)
 	}
 
-	v.Election.validate(s.at("election"), c.Node.Name)
 	v.Announce.validate(s.at("announce"))
 }
 
