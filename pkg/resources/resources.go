@@ -28,6 +28,8 @@ const (
 	VIPNamespace resource.Namespace = "vip"
 	// IPVSNamespace holds kernel IPVS balancing: the virtual services wanted and what runs.
 	IPVSNamespace resource.Namespace = "ipvs"
+	// BGPNamespace holds the BGP speaker: its config, what to announce, and its sessions.
+	BGPNamespace resource.Namespace = "bgp"
 )
 
 // Namespaces lists every namespace with its description, for registration.
@@ -35,6 +37,7 @@ var Namespaces = map[resource.Namespace]string{
 	ConfigNamespace: "Configuration the agent was given",
 	AgentNamespace:  "What the agent observes and does",
 	VIPNamespace:    "The control-plane VIP: election and addresses",
+	BGPNamespace:    "The BGP speaker: sessions and announcements",
 	IPVSNamespace:   "Kernel IPVS balancing: virtual services wanted and programmed",
 }
 

@@ -42,8 +42,10 @@ type VipConfigSpec struct {
 	AnnounceInterval   *durationpb.Duration `protobuf:"bytes,10,opt,name=announce_interval,json=announceInterval,proto3" json:"announce_interval,omitempty"`
 	AnnounceRefresh    *durationpb.Duration `protobuf:"bytes,11,opt,name=announce_refresh,json=announceRefresh,proto3" json:"announce_refresh,omitempty"`
 	StateDir           string               `protobuf:"bytes,12,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// "l2" or "bgp".
+	Mode          string `protobuf:"bytes,13,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *VipConfigSpec) Reset() {
@@ -156,6 +158,13 @@ func (x *VipConfigSpec) GetAnnounceRefresh() *durationpb.Duration {
 func (x *VipConfigSpec) GetStateDir() string {
 	if x != nil {
 		return x.StateDir
+	}
+	return ""
+}
+
+func (x *VipConfigSpec) GetMode() string {
+	if x != nil {
+		return x.Mode
 	}
 	return ""
 }
@@ -552,7 +561,7 @@ var File_resource_v1alpha1_vip_proto protoreflect.FileDescriptor
 
 const file_resource_v1alpha1_vip_proto_rawDesc = "" +
 	"\n" +
-	"\x1bresource/v1alpha1/vip.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x04\n" +
+	"\x1bresource/v1alpha1/vip.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe0\x04\n" +
 	"\rVipConfigSpec\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x1c\n" +
 	"\taddresses\x18\x02 \x03(\tR\taddresses\x12\x12\n" +
@@ -566,7 +575,8 @@ const file_resource_v1alpha1_vip_proto_rawDesc = "" +
 	"\x11announce_interval\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationR\x10announceInterval\x12D\n" +
 	"\x10announce_refresh\x18\v \x01(\v2\x19.google.protobuf.DurationR\x0fannounceRefresh\x12\x1b\n" +
-	"\tstate_dir\x18\f \x01(\tR\bstateDir\"7\n" +
+	"\tstate_dir\x18\f \x01(\tR\bstateDir\x12\x12\n" +
+	"\x04mode\x18\r \x01(\tR\x04mode\"7\n" +
 	"\aVipPeer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xc5\x02\n" +
