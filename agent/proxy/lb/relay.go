@@ -236,12 +236,15 @@ func (o socketOptions) apply(fd int) error {
 			opt{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1},
 			opt{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, secs},
 			opt{unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, secs},
-			opt{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 3},
 		)
 	}
 
+	// With a user timeout the kernel ignores the keepalive probe count and
+	// gives up once the timeout passed, which saves a system call per dial.
 	if o.userTimeout > 0 {
 		opts = append(opts, opt{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(o.userTimeout / time.Millisecond)})
+	} else if o.keepalive > 0 {
+		opts = append(opts, opt{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 3})
 	}
 
 	for _, o := range opts {

@@ -72,13 +72,8 @@ func bulk(addr string, size int64, down bool) (float64, error) {
 			return 0, err
 		}
 
-		n, err := io.CopyBuffer(io.Discard, c, make([]byte, 256<<10))
-		if err != nil {
-			return 0, err
-		}
-
-		if n != size {
-			return 0, fmt.Errorf("bulk down: got %d of %d bytes", n, size)
+		if err := drain(c, size); err != nil {
+			return 0, fmt.Errorf("bulk down: %w", err)
 		}
 	} else {
 		if _, err := fmt.Fprintf(c, "BULK-UP %d\n", size); err != nil {

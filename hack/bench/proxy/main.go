@@ -15,6 +15,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"slices"
@@ -30,6 +31,7 @@ type options struct {
 	conns    int
 	bulkSize int64
 	samples  int
+	only     string
 }
 
 // sample is one target's figures in one round.
@@ -50,6 +52,7 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 32, "wrk connections")
 	flag.Int64Var(&o.bulkSize, "bulk", 2<<30, "bytes per bulk transfer")
 	flag.IntVar(&o.samples, "latency-samples", 1000, "connections for the first-byte latency")
+	flag.StringVar(&o.only, "only", "", "comma-separated proxies to run (talos-lb, haproxy, go-loadbalancer) when profiling one; default all")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -85,12 +88,19 @@ func run(ctx context.Context, o options) error {
 
 	targets := []*target{{name: "direct", addr: upstreams[0]}}
 
-	for _, startFn := range []func() (*target, error){
-		func() (*target, error) { return startOurs(ctx, dir, o.bin, upstreams) },
-		func() (*target, error) { return startHAProxy(ctx, dir, upstreams) },
-		func() (*target, error) { return startGoLB(ctx, dir, o.bin, upstreams) },
+	for _, p := range []struct {
+		name  string
+		start func() (*target, error)
+	}{
+		{"talos-lb", func() (*target, error) { return startOurs(ctx, dir, o.bin, upstreams) }},
+		{"haproxy", func() (*target, error) { return startHAProxy(ctx, dir, upstreams) }},
+		{"go-loadbalancer", func() (*target, error) { return startGoLB(ctx, dir, o.bin, upstreams) }},
 	} {
-		t, err := startFn()
+		if o.only != "" && !slices.Contains(strings.Split(o.only, ","), p.name) {
+			continue
+		}
+
+		t, err := p.start()
 		if err != nil {
 			return err
 		}
@@ -168,6 +178,10 @@ func measure(ctx context.Context, t *target, o options) (sample, error) {
 }
 
 func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN() // a target left out with -only
+	}
+
 	v = slices.Clone(v)
 	slices.Sort(v)
 

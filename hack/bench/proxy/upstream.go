@@ -56,7 +56,7 @@ func serveConn(c net.Conn) {
 		n += m
 
 		if bytes.HasPrefix(buf[:n], []byte("BULK")) {
-			serveBulk(c, bufio.NewReader(io.MultiReader(bytes.NewReader(buf[:n]), c)))
+			serveBulk(c, bufio.NewReaderSize(io.MultiReader(bytes.NewReader(buf[:n]), c), 256<<10))
 
 			return
 		}
@@ -115,10 +115,31 @@ func serveBulk(c net.Conn, r *bufio.Reader) {
 			size -= int64(k)
 		}
 	case "BULK-UP":
-		if _, err := io.CopyBuffer(io.Discard, io.LimitReader(r, size), make([]byte, 256<<10)); err != nil {
+		if drain(r, size) != nil {
 			return
 		}
 
 		io.WriteString(c, "OK\n") //nolint:errcheck
 	}
+}
+
+// drain reads and drops size bytes with one large buffer. io.Copy to
+// io.Discard would read 8 KiB at a time and make the client the bottleneck.
+func drain(r io.Reader, size int64) error {
+	buf := make([]byte, 256<<10)
+
+	for size > 0 {
+		n, err := r.Read(buf[:min(int64(len(buf)), size)])
+		size -= int64(n)
+
+		if err != nil {
+			if err == io.EOF && size == 0 {
+				return nil
+			}
+
+			return err
+		}
+	}
+
+	return nil
 }
