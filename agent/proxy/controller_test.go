@@ -17,29 +17,15 @@ import (
 	"github.com/talos-lb/talos-lb/agent/proxy"
 	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
 	"github.com/talos-lb/talos-lb/pkg/ctest"
+	"github.com/talos-lb/talos-lb/pkg/nettest"
 	"github.com/talos-lb/talos-lb/pkg/resources"
 )
 
 // listener is a real upstream that accepts and holds connections.
-func listener(t *testing.T) net.Listener {
+func listener(t *testing.T) *nettest.Server {
 	t.Helper()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { ln.Close() }) //nolint:errcheck
-
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-
-			t.Cleanup(func() { c.Close() }) //nolint:errcheck
-		}
-	}()
-
-	return ln
+	return nettest.Listen(t, func(net.Conn) {})
 }
 
 func proxyConfig(name string, listen string, upstreams ...string) *resources.ProxyConfig {
@@ -61,7 +47,7 @@ func TestControllerRunsProxiesAndPublishesStatus(t *testing.T) {
 	h := ctest.New(t, &proxy.Controller{Metrics: proxy.NewMetrics(reg), Refresh: 10 * time.Millisecond})
 
 	a, b := listener(t), listener(t)
-	addrA, addrB := a.Addr().String(), b.Addr().String()
+	addrA, addrB := a.Addr(), b.Addr()
 
 	h.Create(proxyConfig("kubernetes", "127.0.0.1:0", addrA, addrB))
 
@@ -110,8 +96,8 @@ func TestControllerRunsProxiesAndPublishesStatus(t *testing.T) {
 	}, gather(t, reg, "talos_lb_proxy_connections_total", "talos_lb_proxy_serving", "talos_lb_proxy_upstream_connections_active"))
 
 	// Every upstream gone: the proxy says it refuses clients.
-	a.Close() //nolint:errcheck
-	b.Close() //nolint:errcheck
+	a.Kill()
+	b.Kill()
 
 	ctest.AssertResource(h, "kubernetes", func(r *resources.ProxyStatus, a *assert.Assertions) {
 		a.Equal(proxy.StateNoHealthyUpstream, r.TypedSpec().Value.GetState())
@@ -124,10 +110,10 @@ func TestControllerRunsProxiesAndPublishesStatus(t *testing.T) {
 
 	// A new upstream set replaces the old statuses.
 	c := listener(t)
-	cfg := proxyConfig("kubernetes", listen, c.Addr().String())
+	cfg := proxyConfig("kubernetes", listen, c.Addr())
 	h.Update(cfg)
 
-	ctest.AssertResource(h, resources.UpstreamStatusID("kubernetes", c.Addr().String()), func(r *resources.UpstreamStatus, a *assert.Assertions) {
+	ctest.AssertResource(h, resources.UpstreamStatusID("kubernetes", c.Addr()), func(r *resources.UpstreamStatus, a *assert.Assertions) {
 		a.Equal(health.StateHealthy, r.TypedSpec().Value.GetState())
 	})
 	ctest.AssertResource(h, "kubernetes", func(r *resources.ProxyStatus, a *assert.Assertions) {
@@ -139,7 +125,7 @@ func TestControllerRunsProxiesAndPublishesStatus(t *testing.T) {
 	require.NoError(t, h.State.Destroy(h.Ctx(), cfg.Metadata()))
 
 	ctest.AssertNoResource[*resources.ProxyStatus](h, "kubernetes")
-	ctest.AssertNoResource[*resources.UpstreamStatus](h, resources.UpstreamStatusID("kubernetes", c.Addr().String()))
+	ctest.AssertNoResource[*resources.UpstreamStatus](h, resources.UpstreamStatusID("kubernetes", c.Addr()))
 }
 
 func TestControllerRetriesATakenPort(t *testing.T) {
@@ -149,7 +135,7 @@ func TestControllerRetriesATakenPort(t *testing.T) {
 	require.NoError(t, err)
 
 	up := listener(t)
-	h.Create(proxyConfig("kubernetes", taken.Addr().String(), up.Addr().String()))
+	h.Create(proxyConfig("kubernetes", taken.Addr().String(), up.Addr()))
 
 	ctest.AssertResource(h, "kubernetes", func(r *resources.ProxyStatus, a *assert.Assertions) {
 		a.Equal(proxy.StateFailed, r.TypedSpec().Value.GetState())

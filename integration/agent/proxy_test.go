@@ -10,29 +10,18 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/talos-lb/talos-lb/pkg/nettest"
 )
 
 // greeter is an upstream that tells each client its name.
 func greeter(t *testing.T, name string) string {
 	t.Helper()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { ln.Close() }) //nolint:errcheck
-
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-
-			fmt.Fprintln(c, name) //nolint:errcheck
-			c.Close()              //nolint:errcheck
-		}
-	}()
-
-	return ln.Addr().String()
+	return nettest.Listen(t, func(c net.Conn) {
+		fmt.Fprintln(c, name) //nolint:errcheck
+		c.Close()             //nolint:errcheck
+	}).Addr()
 }
 
 func TestLbctlShowsTheProxyOfARealAgent(t *testing.T) {
@@ -56,7 +45,7 @@ func TestLbctlShowsTheProxyOfARealAgent(t *testing.T) {
 		docs := decodeDocs(t, e.run("get", "proxies", "-o", "json"))
 
 		return len(docs) == 1 && docs[0].Spec["state"] == "serving" && docs[0].Spec["healthyUpstreams"] == float64(2)
-	}, 10*time.Second, 100*time.Millisecond)
+	}, 30*time.Second, 100*time.Millisecond)
 
 	seen := map[string]bool{}
 
@@ -77,7 +66,7 @@ func TestLbctlShowsTheProxyOfARealAgent(t *testing.T) {
 		docs := decodeDocs(t, e.run("get", "proxies", "kubernetes", "-o", "json"))
 
 		return len(docs) == 1 && docs[0].Spec["total"] == "4"
-	}, 10*time.Second, 100*time.Millisecond)
+	}, 30*time.Second, 100*time.Millisecond)
 
 	table := e.run("get", "proxies")
 	for _, col := range []string{"LISTEN", "STATE", "HEALTHY", "ACTIVE", "TOTAL", "FAILED DIALS", "RETRIES", listen, "serving"} {

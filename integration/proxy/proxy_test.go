@@ -22,6 +22,7 @@ import (
 
 	"github.com/talos-lb/talos-lb/integration/cluster"
 	"github.com/talos-lb/talos-lb/integration/lab"
+	"github.com/talos-lb/talos-lb/pkg/nettest"
 )
 
 const (
@@ -35,24 +36,14 @@ func serveGreeting(t *testing.T, h *lab.Host) {
 
 	ln, err := h.Listen(t.Context(), "tcp4", netip.AddrPortFrom(h.IPv4, upstreamPort).String())
 	require.NoError(t, err)
-	t.Cleanup(func() { ln.Close() }) //nolint:errcheck
 
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
+	nettest.Serve(t, ln, func(c net.Conn) {
+		defer c.Close() //nolint:errcheck
 
-			go func() {
-				defer c.Close() //nolint:errcheck
-
-				if _, err := fmt.Fprintln(c, h.Name); err == nil {
-					io.Copy(c, c) //nolint:errcheck // until the client leaves
-				}
-			}()
+		if _, err := fmt.Fprintln(c, h.Name); err == nil {
+			io.Copy(c, c) //nolint:errcheck // until the client leaves
 		}
-	}()
+	})
 }
 
 type upstreamDoc struct {

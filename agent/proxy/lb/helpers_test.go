@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,66 +17,34 @@ import (
 	"github.com/talos-lb/talos-lb/agent/health"
 	"github.com/talos-lb/talos-lb/agent/proxy/lb"
 	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
+	"github.com/talos-lb/talos-lb/pkg/nettest"
 )
 
 // upstream is a real TCP server that greets every client with its name and
 // then echoes, so a client knows where the proxy sent it.
 type upstream struct {
+	*nettest.Server
+
 	name string
 	addr string
-	ln   net.Listener
-
-	mu    sync.Mutex
-	conns []net.Conn
 }
 
 func newUpstream(t *testing.T, name string) *upstream {
 	t.Helper()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-
-	u := &upstream{name: name, addr: ln.Addr().String(), ln: ln}
-	go u.serve()
-
-	t.Cleanup(u.kill)
-
-	return u
-}
-
-func (u *upstream) serve() {
-	for {
-		c, err := u.ln.Accept()
-		if err != nil {
-			return
+	srv := nettest.Listen(t, func(c net.Conn) {
+		if _, err := io.WriteString(c, name+"\n"); err == nil {
+			io.Copy(c, c) //nolint:errcheck // ends with the connection
 		}
 
-		u.mu.Lock()
-		u.conns = append(u.conns, c)
-		u.mu.Unlock()
+		c.Close() //nolint:errcheck
+	})
 
-		go func() {
-			if _, err := io.WriteString(c, u.name+"\n"); err == nil {
-				io.Copy(c, c) //nolint:errcheck // ends with the connection
-			}
-
-			c.Close() //nolint:errcheck
-		}()
-	}
+	return &upstream{Server: srv, name: name, addr: srv.Addr()}
 }
 
 // kill is a crash: the port refuses, established connections get a reset.
-func (u *upstream) kill() {
-	u.ln.Close() //nolint:errcheck
-
-	u.mu.Lock()
-	defer u.mu.Unlock()
-
-	for _, c := range u.conns {
-		c.(*net.TCPConn).SetLinger(0) //nolint:errcheck,forcetypeassert
-		c.Close()                     //nolint:errcheck
-	}
-}
+func (u *upstream) kill() { u.Kill() }
 
 func testSpec(upstreams ...string) *resourcepb.ProxyConfigSpec {
 	return &resourcepb.ProxyConfigSpec{
