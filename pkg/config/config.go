@@ -95,6 +95,14 @@ func Load(path string) (*Config, []byte, error) {
 // All problems found in a stage are reported together (errors.Join), each
 // as "line N: path: message", so one edit-reload cycle fixes them all.
 func Parse(data []byte) (*Config, error) {
+	return ParseAs(data, "")
+}
+
+// ParseAs parses data as the agent on the node named nodeName would: when the
+// file leaves node.name out, it is nodeName rather than this machine's
+// hostname ("" means this machine). Tools that check a config shared by
+// several nodes (lbctl validate) parse it as each of them.
+func ParseAs(data []byte, nodeName string) (*Config, error) {
 	root, err := parseDocument(data)
 	if err != nil {
 		return nil, err
@@ -112,6 +120,9 @@ func Parse(data []byte) (*Config, error) {
 
 	s := scope{src: d.src, errs: new([]error)}
 	cfg.defaults(s)
+	if nodeName != "" && !s.at("node").has("name") {
+		cfg.Node.Name = nodeName
+	}
 	cfg.validate(s)
 	if len(*s.errs) > 0 {
 		// File order is how people fix them; the walk follows struct order.
