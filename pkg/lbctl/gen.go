@@ -21,7 +21,7 @@ const (
 
 func newGenCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "gen", Short: "Generate secrets and configs"}
-	cmd.AddCommand(newGenSecretsCmd(g), newGenLBConfigCmd(g))
+	cmd.AddCommand(newGenSecretsCmd(g), newGenLBConfigCmd(g), newGenConfigCmd(g))
 
 	return cmd
 }
