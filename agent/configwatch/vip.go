@@ -19,6 +19,10 @@ func vipSpec(v *config.VIP, running *config.Config) *resourcepb.VipConfigSpec {
 	spec := &resourcepb.VipConfigSpec{
 		NodeName:           running.Node.Name,
 		StateDir:           running.StateDir,
+		Mode:               string(v.Mode),
+		Communities:        v.Communities,
+		LargeCommunities:   v.LargeCommunities,
+		LocalPref:          v.LocalPref,
 		Addresses:          v.Addresses,
 		Link:               v.Link,
 		HealthCheck:        v.HealthCheck,

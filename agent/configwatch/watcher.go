@@ -172,6 +172,10 @@ func (w *Watcher) apply(ctx context.Context, cfg *config.Config, raw []byte) err
 		return err
 	}
 
+	if err := publishBGP(ctx, w.state, cfg); err != nil {
+		return err
+	}
+
 	w.gen++
 	w.appliedSum = sum
 	w.rejectedSum, w.rejectedErr = "", nil

@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -24,6 +25,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"github.com/talos-lb/talos-lb/agent/bgp"
+	"github.com/talos-lb/talos-lb/agent/bgp/speaker"
 	"github.com/talos-lb/talos-lb/agent/configwatch"
 	"github.com/talos-lb/talos-lb/agent/election"
 	"github.com/talos-lb/talos-lb/agent/grpcapi"
@@ -124,6 +127,8 @@ func Run(ctx context.Context, opts Options) error {
 		&election.Controller{Transport: election.TLSTransport(serverTLS, clientTLS), LogOutput: os.Stderr},
 		&vip.StatusController{Links: netutil.NetlinkLinks{}, Changes: netutil.NetlinkAddresses{}},
 		&vip.AddressController{Links: netutil.NetlinkLinks{}, Announcer: l2.RawAnnouncer{}},
+		&vip.AdvertiseController{},
+		&bgp.Controller{Speaker: speaker.NewGoBGP(slog.New(slog.NewJSONHandler(os.Stderr, nil))), Host: bgp.NetlinkHost{}, NodeName: cfg.Node.Name},
 		ipvsServices,
 	} {
 		if err := rt.RegisterController(c); err != nil {

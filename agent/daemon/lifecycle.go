@@ -38,7 +38,8 @@ func handOff(ctx context.Context, st state.State, logger *zap.Logger) {
 		return
 	}
 
-	if _, err := safe.StateGetByID[*resources.VIPConfig](ctx, st, resources.ControlPlaneID); state.IsNotFoundError(err) {
+	// Only an elected (L2) VIP has leadership to hand over.
+	if cfg, err := safe.StateGetByID[*resources.VIPConfig](ctx, st, resources.ControlPlaneID); err != nil || cfg.TypedSpec().Value.GetMode() == "bgp" {
 		return
 	}
 

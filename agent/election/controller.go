@@ -135,7 +135,8 @@ func (ctrl *Controller) reconcile(ctx context.Context, r controller.Runtime, log
 
 	r.StartTrackingOutputs()
 
-	if cfg == nil {
+	// A BGP-mode VIP has no single holder to elect: every healthy node announces it.
+	if cfg == nil || cfg.TypedSpec().Value.GetMode() == "bgp" {
 		ctrl.stop(st, logger)
 
 		return cleanup(ctx, r)

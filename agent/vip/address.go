@@ -208,7 +208,10 @@ func (ctrl *AddressController) take(ctx context.Context, r controller.ReaderWrit
 	announceCtx, cancel := context.WithCancel(ctx)
 	h.stopAnnounce = cancel
 
-	go ctrl.announce(announceCtx, h.id(), h.link, h.prefix.Addr(), spec, results)
+	// A BGP-mode VIP lives on lo: routers, not neighbour caches, bring its traffic.
+	if spec.GetMode() != "bgp" {
+		go ctrl.announce(announceCtx, h.id(), h.link, h.prefix.Addr(), spec, results)
+	}
 
 	return nil
 }

@@ -44,6 +44,7 @@ func (ctrl *StatusController) Inputs() []controller.Input {
 		{Namespace: resources.VIPNamespace, Type: resources.VIPLeadershipType, ID: optional.Some(resources.ControlPlaneID), Kind: controller.InputWeak},
 		{Namespace: resources.VIPNamespace, Type: resources.ManagedAddressType, Kind: controller.InputWeak},
 		{Namespace: resources.AgentNamespace, Type: resources.EndpointHealthType, Kind: controller.InputWeak},
+		{Namespace: resources.AgentNamespace, Type: resources.AgentLifecycleType, ID: optional.Some(resources.AgentLifecycleID), Kind: controller.InputWeak},
 	}
 }
 
@@ -103,7 +104,7 @@ func (ctrl *StatusController) reconcile(ctx context.Context, r controller.Runtim
 
 		for _, a := range spec.GetAddresses() {
 			reason := common
-			if problem := addressProblem(a, spec.GetLink(), linkAddrs, linkErr, managed); problem != "" {
+			if problem := addressProblem(a, spec.GetLink(), spec.GetMode() == "bgp", linkAddrs, linkErr, managed); problem != "" {
 				reason = problem
 
 				if reported[a] != problem {
@@ -128,6 +129,10 @@ func (ctrl *StatusController) reconcile(ctx context.Context, r controller.Runtim
 
 // commonReason is why this node holds none of the VIPs, or "" when it may hold them.
 func (ctrl *StatusController) commonReason(ctx context.Context, r controller.Reader, spec *resourcepb.VipConfigSpec) (string, error) {
+	if spec.GetMode() == "bgp" {
+		return bgpReason(ctx, r, spec)
+	}
+
 	lead, err := safe.ReaderGetByID[*resources.VIPLeadership](ctx, r, resources.ControlPlaneID)
 	if err != nil && !state.IsNotFoundError(err) {
 		return "", fmt.Errorf("reading vip leadership: %w", err)
@@ -152,7 +157,25 @@ func (ctrl *StatusController) commonReason(ctx context.Context, r controller.Rea
 		return "taking over: waiting out any previous leader's lease", nil
 	}
 
-	check := spec.GetHealthCheck()
+	return healthReason(ctx, r, spec.GetHealthCheck())
+}
+
+// bgpReason: in BGP mode every healthy node holds and announces the VIP.
+func bgpReason(ctx context.Context, r controller.Reader, spec *resourcepb.VipConfigSpec) (string, error) {
+	lifecycle, err := safe.ReaderGetByID[*resources.AgentLifecycle](ctx, r, resources.AgentLifecycleID)
+	if err != nil && !state.IsNotFoundError(err) {
+		return "", fmt.Errorf("reading agent lifecycle: %w", err)
+	}
+
+	if lifecycle != nil && lifecycle.TypedSpec().Value.GetShuttingDown() {
+		return "agent shutting down", nil
+	}
+
+	return healthReason(ctx, r, spec.GetHealthCheck())
+}
+
+// healthReason is why the health gate keeps this node from holding, or "".
+func healthReason(ctx context.Context, r controller.Reader, check string) (string, error) {
 	if check == "" {
 		return "", nil
 	}
@@ -174,10 +197,10 @@ func (ctrl *StatusController) commonReason(ctx context.Context, r controller.Rea
 	}
 }
 
-// addressProblem checks a VIP against its link: it must exist, the VIP must
+// addressProblem checks a VIP against its link: it must exist, an L2 VIP must
 // fall in one of the link's subnets (or nobody on the segment can reach it),
 // and it must not be an address someone else put there.
-func addressProblem(vip, link string, linkAddrs []netip.Prefix, linkErr error, managed safe.List[*resources.ManagedAddress]) string {
+func addressProblem(vip, link string, routed bool, linkAddrs []netip.Prefix, linkErr error, managed safe.List[*resources.ManagedAddress]) string {
 	ip, err := netip.ParseAddr(vip)
 	if err != nil {
 		return fmt.Sprintf("not an IP address: %q", vip)
@@ -220,7 +243,8 @@ func addressProblem(vip, link string, linkAddrs []netip.Prefix, linkErr error, m
 		}
 	}
 
-	if !inSubnet {
+	// A routed (BGP) VIP needs no subnet: routers bring its traffic.
+	if !inSubnet && !routed {
 		return fmt.Sprintf("%s is inside no subnet of %s (%s)", ip, link, strings.Join(subnets, ", "))
 	}
 

@@ -126,7 +126,16 @@ func (l *Lab) sysctlsFor(h *Host) [][2]string {
 		// L4 hashing, so one client's flows spread over ECMP next hops.
 		add("net.ipv4.fib_multipath_hash_policy", "1")
 		add("net.ipv6.fib_multipath_hash_policy", "1")
+		// Client and nodes share the segment: a redirect would teach the client
+		// to skip the router, and with it the ECMP route under test.
+		for _, i := range []string{"all", hostIface} {
+			add("net.ipv4.conf."+i+".send_redirects", "0")
+		}
 	case h == l.Client:
+		for _, i := range []string{"all", hostIface} {
+			add("net.ipv4.conf."+i+".accept_redirects", "0")
+			add("net.ipv6.conf."+i+".accept_redirects", "0")
+		}
 	default: // node
 		// VIPs live on lo: only the current holder may answer ARP for them, and only
 		// with a source address of the segment.

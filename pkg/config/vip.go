@@ -1,6 +1,7 @@
 package config
 
 import (
+	"github.com/talos-lb/talos-lb/pkg/community"
 	"net/netip"
 	"slices"
 	"time"
@@ -22,6 +23,11 @@ type VIP struct {
 	HealthCheck string   `yaml:"healthCheck"`
 	Election    Election `yaml:"election"`
 	Announce    Announce `yaml:"announce"`
+	// Communities, LargeCommunities and LocalPref go with the VIP's BGP
+	// announcement (mode bgp): "65000:100" or "no-export", "1:2:3", iBGP preference.
+	Communities      []string `yaml:"communities"`
+	LargeCommunities []string `yaml:"largeCommunities"`
+	LocalPref        uint32   `yaml:"localPref"`
 }
 
 // Election configures the quorum election among control-plane agents (Raft).
@@ -143,6 +149,18 @@ func (v *VIP) validate(s scope, c *Config) {
 	}
 
 	v.Announce.validate(s.at("announce"))
+
+	for i, c := range v.Communities {
+		if _, err := community.Parse(c); err != nil {
+			s.at("communities").index(i).fail("", "%s", err)
+		}
+	}
+
+	for i, c := range v.LargeCommunities {
+		if _, err := community.ParseLarge(c); err != nil {
+			s.at("largeCommunities").index(i).fail("", "%s", err)
+		}
+	}
 }
 
 func (e *Election) validate(s scope, self string) {

@@ -104,3 +104,25 @@ func (NetlinkLinks) RemoveAddress(link string, p netip.Prefix) error {
 func PrefixIPNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
+
+// SourceFor is the address the kernel would use as source toward dst.
+func SourceFor(dst netip.Addr) (netip.Addr, error) {
+	h, err := NewHandle()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer h.Close()
+
+	routes, err := h.RouteGet(dst.AsSlice())
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("no route to %s: %w", dst, err)
+	}
+
+	for _, r := range routes {
+		if src, ok := netip.AddrFromSlice(r.Src); ok && src.IsValid() && !src.IsUnspecified() {
+			return src.Unmap(), nil
+		}
+	}
+
+	return netip.Addr{}, fmt.Errorf("no source address toward %s", dst)
+}

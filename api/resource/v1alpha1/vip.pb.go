@@ -43,9 +43,13 @@ type VipConfigSpec struct {
 	AnnounceRefresh    *durationpb.Duration `protobuf:"bytes,11,opt,name=announce_refresh,json=announceRefresh,proto3" json:"announce_refresh,omitempty"`
 	StateDir           string               `protobuf:"bytes,12,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
 	// "l2" or "bgp".
-	Mode          string `protobuf:"bytes,13,opt,name=mode,proto3" json:"mode,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Mode string `protobuf:"bytes,13,opt,name=mode,proto3" json:"mode,omitempty"`
+	// Attributes of the BGP announcement (mode bgp).
+	Communities      []string `protobuf:"bytes,14,rep,name=communities,proto3" json:"communities,omitempty"`
+	LargeCommunities []string `protobuf:"bytes,15,rep,name=large_communities,json=largeCommunities,proto3" json:"large_communities,omitempty"`
+	LocalPref        uint32   `protobuf:"varint,16,opt,name=local_pref,json=localPref,proto3" json:"local_pref,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *VipConfigSpec) Reset() {
@@ -167,6 +171,27 @@ func (x *VipConfigSpec) GetMode() string {
 		return x.Mode
 	}
 	return ""
+}
+
+func (x *VipConfigSpec) GetCommunities() []string {
+	if x != nil {
+		return x.Communities
+	}
+	return nil
+}
+
+func (x *VipConfigSpec) GetLargeCommunities() []string {
+	if x != nil {
+		return x.LargeCommunities
+	}
+	return nil
+}
+
+func (x *VipConfigSpec) GetLocalPref() uint32 {
+	if x != nil {
+		return x.LocalPref
+	}
+	return 0
 }
 
 // VipPeer is one control-plane agent in the election.
@@ -561,7 +586,7 @@ var File_resource_v1alpha1_vip_proto protoreflect.FileDescriptor
 
 const file_resource_v1alpha1_vip_proto_rawDesc = "" +
 	"\n" +
-	"\x1bresource/v1alpha1/vip.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe0\x04\n" +
+	"\x1bresource/v1alpha1/vip.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x05\n" +
 	"\rVipConfigSpec\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x1c\n" +
 	"\taddresses\x18\x02 \x03(\tR\taddresses\x12\x12\n" +
@@ -576,7 +601,11 @@ const file_resource_v1alpha1_vip_proto_rawDesc = "" +
 	" \x01(\v2\x19.google.protobuf.DurationR\x10announceInterval\x12D\n" +
 	"\x10announce_refresh\x18\v \x01(\v2\x19.google.protobuf.DurationR\x0fannounceRefresh\x12\x1b\n" +
 	"\tstate_dir\x18\f \x01(\tR\bstateDir\x12\x12\n" +
-	"\x04mode\x18\r \x01(\tR\x04mode\"7\n" +
+	"\x04mode\x18\r \x01(\tR\x04mode\x12 \n" +
+	"\vcommunities\x18\x0e \x03(\tR\vcommunities\x12+\n" +
+	"\x11large_communities\x18\x0f \x03(\tR\x10largeCommunities\x12\x1d\n" +
+	"\n" +
+	"local_pref\x18\x10 \x01(\rR\tlocalPref\"7\n" +
 	"\aVipPeer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xc5\x02\n" +

@@ -1,0 +1,397 @@
+package speaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
+)
+
+// GoBGP is the Speaker on an embedded GoBGP server.
+type GoBGP struct {
+	log     *slog.Logger
+	changes chan struct{}
+
+	mu      sync.Mutex
+	server  *server.BgpServer
+	global  Global
+	peers   map[netip.Addr]Peer
+	paths   map[netip.Prefix]pathState
+	stopped bool
+}
+
+type pathState struct {
+	path Path
+	id   uuid.UUID
+}
+
+// NewGoBGP makes a speaker; nothing runs until the first Apply.
+func NewGoBGP(log *slog.Logger) *GoBGP {
+	return &GoBGP{log: log, changes: make(chan struct{}, 1)}
+}
+
+// Changes implements Speaker.
+func (g *GoBGP) Changes() <-chan struct{} {
+	return g.changes
+}
+
+func (g *GoBGP) signal() {
+	select {
+	case g.changes <- struct{}{}:
+	default:
+	}
+}
+
+// Apply implements Speaker.
+func (g *GoBGP) Apply(ctx context.Context, d Desired) (Result, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+
+	if g.stopped {
+		return Result{}, errors.New("speaker stopped")
+	}
+
+	if g.server != nil && g.global != d.Global {
+		// Identity changes need a new server; peers and paths are replayed below.
+		g.stopServer(ctx)
+	}
+
+	if g.server == nil {
+		if err := g.startServer(ctx, d.Global); err != nil {
+			return Result{}, err
+		}
+	}
+
+	return Result{PeerErrors: g.applyPeers(ctx, d.Peers), PathErrors: g.applyPaths(d.Paths)}, nil
+}
+
+func (g *GoBGP) startServer(ctx context.Context, gl Global) error {
+	level := &slog.LevelVar{}
+	level.Set(slog.LevelWarn)
+
+	s := server.NewBgpServer(server.LoggerOption(g.log, level))
+	go s.Serve()
+
+	if err := s.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{
+		Asn:        gl.ASN,
+		RouterId:   gl.RouterID.String(),
+		ListenPort: listenPort(gl.ListenPort),
+	}}); err != nil {
+		s.Stop()
+
+		return fmt.Errorf("starting BGP (asn %d, router ID %s): %w", gl.ASN, gl.RouterID, err)
+	}
+
+	// Nothing learned from a router is ever used: this speaker only announces.
+	// GoBGP's global import policy also filters locally added paths, so those
+	// are accepted by a statement and everything else falls to the default.
+	localOnly := &api.Policy{Name: "talos-lb-local-only", Statements: []*api.Statement{{
+		Name:       "accept-local",
+		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
+		Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
+	}}}
+
+	if err := s.AddPolicy(ctx, &api.AddPolicyRequest{Policy: localOnly}); err != nil {
+		s.Stop()
+
+		return fmt.Errorf("defining the import policy: %w", err)
+	}
+
+	if err := s.SetPolicyAssignment(ctx, &api.SetPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name:          "global",
+		Direction:     api.PolicyDirection_POLICY_DIRECTION_IMPORT,
+		Policies:      []*api.Policy{{Name: localOnly.GetName()}},
+		DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
+	}}); err != nil {
+		s.Stop()
+
+		return fmt.Errorf("setting the import policy: %w", err)
+	}
+
+	if err := s.WatchEvent(ctx, server.WatchEventMessageCallbacks{
+		OnPeerUpdate: func(*apiutil.WatchEventMessage_PeerEvent, time.Time) { g.signal() },
+	}, server.WatchPeer()); err != nil {
+		s.Stop()
+
+		return fmt.Errorf("watching peers: %w", err)
+	}
+
+	g.server, g.global = s, gl
+	g.peers, g.paths = map[netip.Addr]Peer{}, map[netip.Prefix]pathState{}
+
+	return nil
+}
+
+// listenPort maps "no listener" (0 in our config) to GoBGP's -1 (its 0 means 179).
+func listenPort(p int32) int32 {
+	if p == 0 {
+		return -1
+	}
+
+	return p
+}
+
+func (g *GoBGP) stopServer(ctx context.Context) {
+	if err := g.server.StopBgp(ctx, &api.StopBgpRequest{}); err != nil {
+		g.log.Warn("stopping BGP", slog.String("error", err.Error()))
+	}
+
+	g.server.Stop()
+	g.server = nil
+}
+
+func (g *GoBGP) applyPeers(ctx context.Context, want []Peer) map[string]error {
+	errs := map[string]error{}
+	wanted := map[netip.Addr]bool{}
+
+	for _, p := range want {
+		wanted[p.Address] = true
+
+		if cur, ok := g.peers[p.Address]; ok && reflect.DeepEqual(cur, p) {
+			continue
+		}
+
+		if _, ok := g.peers[p.Address]; ok {
+			// Changing transport, timers or password needs a new session anyway.
+			if err := g.server.DeletePeer(ctx, &api.DeletePeerRequest{Address: p.Address.String()}); err != nil {
+				errs[p.Name] = fmt.Errorf("replacing peer %s: %w", p.Name, err)
+
+				continue
+			}
+
+			delete(g.peers, p.Address)
+		}
+
+		if err := g.server.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p)}); err != nil {
+			errs[p.Name] = fmt.Errorf("adding peer %s (%s): %w", p.Name, p.Address, err)
+
+			continue
+		}
+
+		g.peers[p.Address] = p
+	}
+
+	for addr, p := range g.peers {
+		if wanted[addr] {
+			continue
+		}
+
+		if err := g.server.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+			errs[p.Name] = fmt.Errorf("removing peer %s: %w", p.Name, err)
+
+			continue
+		}
+
+		delete(g.peers, addr)
+	}
+
+	return errs
+}
+
+func apiPeer(p Peer) *api.Peer {
+	family := &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	if p.Address.Is6() {
+		family.Afi = api.Family_AFI_IP6
+	}
+
+	peer := &api.Peer{
+		Conf: &api.PeerConf{NeighborAddress: p.Address.String(), PeerAsn: p.ASN, AuthPassword: p.Password, Description: p.Name},
+		Transport: &api.Transport{
+			LocalAddress: p.LocalAddress.String(),
+			RemotePort:   p.Port,
+		},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			HoldTime:          uint64(p.HoldTime.Seconds()),
+			KeepaliveInterval: uint64(p.Keepalive.Seconds()),
+			ConnectRetry:      1,
+		}},
+		AfiSafis: []*api.AfiSafi{{Config: &api.AfiSafiConfig{Family: family, Enabled: true}}},
+	}
+
+	if p.Multihop > 0 {
+		peer.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: p.Multihop}
+	}
+
+	if p.BFD != nil {
+		peer.Bfd = &api.BfdPeerConfig{
+			Enabled:                  true,
+			DesiredMinimumTxInterval: uint32(p.BFD.MinTx.Microseconds()), //nolint:gosec // validated to at most 10 s
+			RequiredMinimumReceive:   uint32(p.BFD.MinRx.Microseconds()), //nolint:gosec // validated to at most 10 s
+			DetectionMultiplier:      p.BFD.Multiplier,
+		}
+	}
+
+	if p.RestartTime > 0 {
+		peer.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(p.RestartTime.Seconds())}
+	}
+
+	return peer
+}
+
+func (g *GoBGP) applyPaths(want []Path) map[netip.Prefix]error {
+	wanted := map[netip.Prefix]Path{}
+	for _, p := range want {
+		wanted[p.Prefix] = p
+	}
+
+	errs := map[netip.Prefix]error{}
+
+	for prefix, st := range g.paths {
+		if _, ok := wanted[prefix]; ok {
+			continue
+		}
+
+		if err := g.server.DeletePath(apiutil.DeletePathRequest{UUIDs: []uuid.UUID{st.id}}); err != nil {
+			errs[prefix] = fmt.Errorf("withdrawing: %w", err)
+
+			continue
+		}
+
+		delete(g.paths, prefix)
+	}
+
+	for prefix, p := range wanted {
+		if st, ok := g.paths[prefix]; ok && reflect.DeepEqual(st.path, p) {
+			continue
+		}
+
+		// Announcing a prefix again with new attributes replaces the old path.
+		path, err := apiPath(p)
+		if err != nil {
+			errs[prefix] = err
+
+			continue
+		}
+
+		resp, err := g.server.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{path}})
+		if err != nil {
+			errs[prefix] = fmt.Errorf("announcing: %w", err)
+
+			continue
+		}
+
+		g.paths[prefix] = pathState{path: p, id: resp[0].UUID}
+	}
+
+	return errs
+}
+
+func apiPath(p Path) (*apiutil.Path, error) {
+	nlri, err := bgp.NewIPAddrPrefix(p.Prefix)
+	if err != nil {
+		return nil, fmt.Errorf("prefix %s: %w", p.Prefix, err)
+	}
+
+	attrs := []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
+	family := bgp.RF_IPv4_UC
+
+	// An unspecified next hop becomes the session's local address for every peer.
+	if p.Prefix.Addr().Is4() {
+		nh, err := bgp.NewPathAttributeNextHop(netip.IPv4Unspecified())
+		if err != nil {
+			return nil, err
+		}
+
+		attrs = append(attrs, nh)
+	} else {
+		family = bgp.RF_IPv6_UC
+
+		mp, err := bgp.NewPathAttributeMpReachNLRI(family, []bgp.PathNLRI{{NLRI: nlri}}, netip.IPv6Unspecified())
+		if err != nil {
+			return nil, err
+		}
+
+		attrs = append(attrs, mp)
+	}
+
+	if len(p.Communities) > 0 {
+		attrs = append(attrs, bgp.NewPathAttributeCommunities(p.Communities))
+	}
+
+	if len(p.LargeCommunities) > 0 {
+		large := make([]*bgp.LargeCommunity, 0, len(p.LargeCommunities))
+		for _, l := range p.LargeCommunities {
+			large = append(large, bgp.NewLargeCommunity(l[0], l[1], l[2]))
+		}
+
+		attrs = append(attrs, bgp.NewPathAttributeLargeCommunities(large))
+	}
+
+	if p.LocalPref > 0 {
+		attrs = append(attrs, bgp.NewPathAttributeLocalPref(p.LocalPref))
+	}
+
+	return &apiutil.Path{Family: family, Nlri: nlri, Attrs: attrs}, nil
+}
+
+// Peers implements Speaker.
+func (g *GoBGP) Peers(ctx context.Context) ([]PeerState, error) {
+	g.mu.Lock()
+	s := g.server
+	g.mu.Unlock()
+
+	if s == nil {
+		return nil, nil
+	}
+
+	bfd := map[string]string{}
+	s.ListBfdPeer(ctx, func(addr string, st *api.BfdPeerState) {
+		bfd[addr] = strings.ToLower(strings.TrimPrefix(st.GetSessionState().String(), "BFD_SESSION_STATE_"))
+	})
+
+	var out []PeerState
+
+	err := s.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+		addr, err := netip.ParseAddr(p.GetConf().GetNeighborAddress())
+		if err != nil {
+			return
+		}
+
+		st := PeerState{
+			Address:  addr,
+			State:    strings.ToLower(strings.TrimPrefix(p.GetState().GetSessionState().String(), "SESSION_STATE_")),
+			BFDState: bfd[addr.String()],
+		}
+
+		if up := p.GetTimers().GetState().GetUptime(); up != nil && st.State == "established" {
+			st.Since = up.AsTime()
+		}
+
+		for _, af := range p.GetAfiSafis() {
+			st.PrefixesSent += af.GetState().GetAdvertised()
+			st.PrefixesReceived += af.GetState().GetReceived()
+		}
+
+		out = append(out, st)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing BGP peers: %w", err)
+	}
+
+	return out, nil
+}
+
+// Stop implements Speaker.
+func (g *GoBGP) Stop(ctx context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+
+	g.stopped = true
+
+	if g.server != nil {
+		g.stopServer(ctx)
+	}
+
+	return nil
+}
