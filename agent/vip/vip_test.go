@@ -118,7 +118,7 @@ func TestLeaderWithHealthyAPIServerHoldsAndAnnounces(t *testing.T) {
 	})
 	require.True(t, f.links.has("eth0", vip4))
 	require.True(t, f.links.has("eth0", vip6))
-	require.Equal(t, 3, f.ann.sent(vip6.Addr()))
+	require.Eventually(t, func() bool { return f.ann.sent(vip6.Addr()) == 3 }, 5*time.Second, 5*time.Millisecond)
 
 	// The API server fails: the VIP goes, the reason says why.
 	f.health("unhealthy")
