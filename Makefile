@@ -7,7 +7,7 @@ LDFLAGS := -s -w -X github.com/talos-lb/talos-lb/pkg/version.Version=$(VERSION)
 BINARIES := lb-agent lbctl
 export CGO_ENABLED := 0
 
-.PHONY: all build generate check-generate lint test test-unit test-netns test-vm deps demo clean bench-vip bench-proxy
+.PHONY: all build generate check-generate lint test test-unit test-netns test-vm deps demo clean bench-vip bench-proxy bench-bgp
 
 all: build
 
@@ -49,8 +49,45 @@ test-netns: deps build
 test-vm:
 	./hack/vm/run.sh
 
+## extension: the Talos extension's tree, manifest.yaml and rootfs/ with the static lb-agent, in _out/extension.
+.PHONY: extension images test-extension
+EXT := $(OUT)/extension
+extension: $(OUT)/lb-agent
+	rm -rf $(EXT)
+	mkdir -p $(EXT)/rootfs/usr/local/lib/containers/lb-agent
+	sed 's/@VERSION@/$(VERSION)/' manifest.yaml >$(EXT)/manifest.yaml
+	cp -R extension/rootfs/. $(EXT)/rootfs/
+	install -m 0755 $(OUT)/lb-agent $(EXT)/rootfs/usr/local/lib/containers/lb-agent/lb-agent
+	chmod -R u=rwX,go=rX $(EXT)
+
+## images: the extension image (and lb-controller's, once cmd/lb-controller exists) as OCI layouts and
+## tarballs in _out/images, built reproducibly by hack/images (its own module) without a Docker engine.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+CONTROLLER := $(wildcard cmd/lb-controller)
+images: extension $(if $(CONTROLLER),$(OUT)/lb-controller)
+	$(GO) build -C hack/images -o $(CURDIR)/$(OUT)/imagetool .
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(OUT)/imagetool build -root $(EXT) -ref talos-lb/extension:$(VERSION) -out $(OUT)/images
+ifneq ($(CONTROLLER),)
+	rm -rf $(OUT)/controller-root && mkdir -p $(OUT)/controller-root
+	install -m 0755 $(OUT)/lb-controller $(OUT)/controller-root/lb-controller
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(OUT)/imagetool build -root $(OUT)/controller-root -ref talos-lb/controller:$(VERSION) \
+		-entrypoint /lb-controller -user 65532:65532 -out $(OUT)/images
+endif
+
+## test-extension: Talos's own validators (machinery v1.13.9, module integration/talosext) on the extension,
+## its image, the example patches and lbctl gen config's; hack/images' tests; the talos tier compiles.
+test-extension: images $(OUT)/lbctl
+	cd hack/images && $(GO) vet ./... && $(GO) test -count=1 ./...
+	cd integration/talosext && $(GO) vet ./... && LB_EXTENSION_DIR=$(CURDIR)/$(EXT) LB_IMAGES_DIR=$(CURDIR)/$(OUT)/images \
+		LB_LBCTL=$(CURDIR)/$(OUT)/lbctl LB_VERSION=$(VERSION) $(GO) test -count=1 ./...
+	$(GO) vet -tags talos ./integration/talos/
+
 ## test: everything CI runs.
-test: lint check-generate test-unit test-netns test-vm
+test: lint check-generate test-unit test-extension test-netns test-vm
+
+## bench-bgp: how fast routers follow BGP-mode VIP nodes (BFD crash, SIGTERM, recovery), with BIRD (root).
+bench-bgp: deps build
+	LB_BIN_DIR=$(CURDIR)/$(OUT) $(GO) run ./hack/bench/bgp
 
 ## bench-vip: client-observed VIP failover, talos-lb vs keepalived (VRRP), side by side (root).
 bench-vip: deps build

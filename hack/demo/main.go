@@ -66,10 +66,8 @@ func run() error {
 		return err
 	}
 
-	for _, h := range l.Nodes {
-		if _, err := standin.Start(labCtx, h); err != nil {
-			return err
-		}
+	if _, err := standin.StartAll(labCtx, l.Nodes); err != nil {
+		return err
 	}
 
 	c, err := cluster.Start(labCtx, l, cluster.Options{

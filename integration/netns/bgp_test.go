@@ -23,8 +23,6 @@ func startBGPLab(t *testing.T, birdConf string, opts bgpcheck.Options) *bgpLab {
 	t.Helper()
 
 	l := lab.NewForTest(t, lab.Options{Nodes: 3, Router: true, Client: true, IPv6: true})
-	v := &vipLab{t: t, lab: l, apis: map[string]*standin.APIServer{}}
-
 	if birdConf == "" {
 		birdConf = lab.DefaultBIRDConfig(l)
 	}
@@ -34,14 +32,12 @@ func startBGPLab(t *testing.T, birdConf string, opts bgpcheck.Options) *bgpLab {
 		t.Fatal(err)
 	}
 
-	for _, h := range l.Nodes {
-		s, err := standin.Start(t.Context(), h)
-		if err != nil {
-			t.Fatal(err)
-		}
-
-		v.apis[h.Name] = s
+	apis, err := standin.StartAll(t.Context(), l.Nodes)
+	if err != nil {
+		t.Fatal(err)
 	}
+
+	v := &vipLab{t: t, lab: l, apis: apis}
 
 	c, err := cluster.Start(t.Context(), l, cluster.Options{
 		Node: func(int, *lab.Host) cluster.NodeConfig {

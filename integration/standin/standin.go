@@ -142,3 +142,19 @@ func Whoami(ctx context.Context, from *lab.Host, addr net.IP, timeout time.Durat
 
 	return name, nil
 }
+
+// StartAll starts a stand-in on every host, by host name.
+func StartAll(ctx context.Context, hosts []*lab.Host) (map[string]*APIServer, error) {
+	out := map[string]*APIServer{}
+
+	for _, h := range hosts {
+		s, err := Start(ctx, h)
+		if err != nil {
+			return nil, err
+		}
+
+		out[h.Name] = s
+	}
+
+	return out, nil
+}

@@ -29,6 +29,8 @@ type GoBGP struct {
 	peers   map[netip.Addr]Peer
 	paths   map[netip.Prefix]pathState
 	stopped bool
+	// idleSince tracks sessions that sit idle: see reviveStuck.
+	idleSince map[netip.Addr]time.Time
 }
 
 type pathState struct {
@@ -62,8 +64,8 @@ func (g *GoBGP) Apply(ctx context.Context, d Desired) (Result, error) {
 		return Result{}, errors.New("speaker stopped")
 	}
 
-	if g.server != nil && g.global != d.Global {
-		// Identity changes need a new server; peers and paths are replayed below.
+	// Identity changes and stuck sessions need a new server; peers and paths are replayed below.
+	if g.server != nil && (g.global != d.Global || g.stuck(ctx)) {
 		g.stopServer(ctx)
 	}
 
@@ -129,6 +131,7 @@ func (g *GoBGP) startServer(ctx context.Context, gl Global) error {
 
 	g.server, g.global = s, gl
 	g.peers, g.paths = map[netip.Addr]Peer{}, map[netip.Prefix]pathState{}
+	g.idleSince = map[netip.Addr]time.Time{}
 
 	return nil
 }
@@ -394,4 +397,49 @@ func (g *GoBGP) Stop(ctx context.Context) error {
 	}
 
 	return nil
+}
+
+// stuckAfter is how long a session may sit idle before it is re-created;
+// GoBGP itself idles 5 s after a session drops.
+const stuckAfter = 10 * time.Second
+
+// stuck says the speaker must restart: a session has sat idle for stuckAfter. GoBGP v4.8's BFD can reset a session as it comes back after a
+// freeze (its BFD state is still "down" from before) and then never retry;
+// re-creating the peer alone was not enough in the lab, a fresh server
+// (as after an agent restart) is.
+func (g *GoBGP) stuck(ctx context.Context) bool {
+	now := time.Now()
+
+	err := g.server.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+		addr, err := netip.ParseAddr(p.GetConf().GetNeighborAddress())
+		if err != nil {
+			return
+		}
+
+		if p.GetState().GetSessionState() != api.PeerState_SESSION_STATE_IDLE {
+			delete(g.idleSince, addr)
+
+			return
+		}
+
+		if _, ok := g.idleSince[addr]; !ok {
+			g.idleSince[addr] = now
+		}
+	})
+	if err != nil {
+		return false
+	}
+
+	for addr, since := range g.idleSince {
+		peer, ok := g.peers[addr]
+		if !ok || now.Sub(since) < stuckAfter {
+			continue
+		}
+
+		g.log.Warn("BGP session stuck idle, restarting the speaker", slog.String("peer", peer.Name), slog.Duration("idle", now.Sub(since)))
+
+		return true
+	}
+
+	return false
 }

@@ -13,17 +13,16 @@ package main
 import (
 	"context"
 	"fmt"
-	"math"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/talos-lb/talos-lb/hack/bench/stats"
 	"github.com/talos-lb/talos-lb/integration/cluster"
 	"github.com/talos-lb/talos-lb/integration/lab"
 	"github.com/talos-lb/talos-lb/integration/standin"
@@ -40,14 +39,9 @@ func main() {
 }
 
 func run() error {
-	trials := 10
-	if s := os.Getenv("TRIALS"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			return fmt.Errorf("TRIALS=%q: want a positive number", s)
-		}
-
-		trials = n
+	trials, err := stats.Trials(10)
+	if err != nil {
+		return err
 	}
 
 	if reason := lab.Unavailable(); reason != "" {
@@ -63,10 +57,8 @@ func run() error {
 	}
 	defer l.Close()
 
-	for _, h := range l.Nodes {
-		if _, err := standin.Start(ctx, h); err != nil {
-			return err
-		}
+	if _, err := standin.StartAll(ctx, l.Nodes); err != nil {
+		return err
 	}
 
 	c, err := cluster.Start(context.WithoutCancel(ctx), l, cluster.Options{
@@ -94,7 +86,7 @@ func run() error {
 		}
 
 		crash = append(crash, d)
-		fmt.Printf("talos-lb crash    trial %2d: %6.0f ms\n", i+1, ms(d))
+		fmt.Printf("talos-lb crash    trial %2d: %6.0f ms\n", i+1, stats.Ms(d))
 	}
 
 	for i := range trials {
@@ -104,7 +96,7 @@ func run() error {
 		}
 
 		graceful = append(graceful, d)
-		fmt.Printf("talos-lb graceful trial %2d: %6.0f ms\n", i+1, ms(d))
+		fmt.Printf("talos-lb graceful trial %2d: %6.0f ms\n", i+1, stats.Ms(d))
 	}
 
 	rounds, _, split := sampler.Finish()
@@ -128,20 +120,13 @@ func run() error {
 		}
 
 		keepalived = append(keepalived, d)
-		fmt.Printf("keepalived crash  trial %2d: %6.0f ms\n", i+1, ms(d))
+		fmt.Printf("keepalived crash  trial %2d: %6.0f ms\n", i+1, stats.Ms(d))
 	}
 
-	fmt.Printf("\n| measure | p50 ms | p99 ms | max ms |\n|---|---|---|---|\n")
-
-	for _, row := range []struct {
-		name string
-		d    []time.Duration
-	}{{"talos-lb crash", crash}, {"talos-lb graceful", graceful}, {"keepalived crash (VRRP advert_int 1)", keepalived}} {
-		fmt.Printf("| %s | %.0f | %.0f | %.0f |\n", row.name, ms(pct(row.d, 50)), ms(pct(row.d, 99)), ms(pct(row.d, 100)))
-	}
+	stats.Table(stats.Row{Name: "talos-lb crash", Samples: crash}, stats.Row{Name: "talos-lb graceful", Samples: graceful}, stats.Row{Name: "keepalived crash (VRRP advert_int 1)", Samples: keepalived})
 
 	fmt.Printf("vip-failover crash_p50_ms=%.0f crash_p99_ms=%.0f graceful_p99_ms=%.0f keepalived_crash_p99_ms=%.0f trials=%d split_brain=%d\n",
-		ms(pct(crash, 50)), ms(pct(crash, 99)), ms(pct(graceful, 99)), ms(pct(keepalived, 99)), trials, len(split))
+		stats.Pct(crash, 50), stats.Pct(crash, 99), stats.Pct(graceful, 99), stats.Pct(keepalived, 99), trials, len(split))
 
 	return nil
 }
@@ -384,22 +369,4 @@ func (b *bench) keepalivedCrash(_ []*lab.Proc) (time.Duration, error) {
 	}
 
 	return answered.Sub(fault), nil
-}
-
-func ms(d time.Duration) float64 {
-	return float64(d) / float64(time.Millisecond)
-}
-
-// pct is the nearest-rank percentile.
-func pct(d []time.Duration, p float64) time.Duration {
-	if len(d) == 0 {
-		return 0
-	}
-
-	s := slices.Clone(d)
-	slices.Sort(s)
-
-	i := int(math.Ceil(p/100*float64(len(s)))) - 1
-
-	return s[max(i, 0)]
 }
