@@ -33,6 +33,10 @@ type Options struct {
 	BFD bool
 	// IPv6 adds a session to the router's IPv6 address and the IPv6 VIP.
 	IPv6 bool
+	// IBGP puts the nodes in the router's AS.
+	IBGP bool
+	// LocalPref is announced with the VIP (iBGP only).
+	LocalPref uint32
 }
 
 // Config is a control-plane node's agent config for a BGP-mode VIP.
@@ -50,6 +54,11 @@ bgp:
   peers:
 `, standin.APIPort, NodeASN)
 
+	peerASN := lab.RouterAS
+	if opts.IBGP {
+		peerASN = NodeASN
+	}
+
 	peers := []string{"router:10.77.0.1"}
 	if opts.IPv6 {
 		peers = append(peers, "router6:fd77::1")
@@ -57,7 +66,7 @@ bgp:
 
 	for _, p := range peers {
 		name, addr, _ := strings.Cut(p, ":")
-		fmt.Fprintf(&b, "    - name: %s\n      address: \"%s\"\n      asn: %d\n      holdTime: 3s\n      keepalive: 1s\n", name, addr, lab.RouterAS)
+		fmt.Fprintf(&b, "    - name: %s\n      address: \"%s\"\n      asn: %d\n      holdTime: 3s\n      keepalive: 1s\n", name, addr, peerASN)
 
 		if opts.BFD {
 			b.WriteString("      bfd: {minTx: 100ms, minRx: 100ms, multiplier: 3}\n")
@@ -79,7 +88,8 @@ bgp:
   healthCheck: apiserver
   communities: ["65000:100", "no-export"]
   largeCommunities: ["64513:1:2"]
-`, strings.Join(addrs, ", "))
+  localPref: %d
+`, strings.Join(addrs, ", "), opts.LocalPref)
 
 	return b.String()
 }

@@ -1,6 +1,7 @@
 package netns_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -290,5 +291,61 @@ func assertBIRDSaw(t *testing.T, b *bgpLab, reason string) {
 
 	if !strings.Contains(out, reason) {
 		t.Errorf("BIRD did not drop the node for %q:\n%s", reason, out)
+	}
+}
+
+// IPv6: a session to the router's IPv6 address carries the IPv6 VIP; the
+// router's IPv6 route has every node as next hop, and follows health.
+func TestBGPIPv6(t *testing.T) {
+	b := startBGPLab(t, "", bgpcheck.Options{IPv6: true})
+
+	if _, err := bgpcheck.WaitNextHops(b.lab, bgpcheck.VIP6, 3, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	b.apis["node-2"].SetReady(false)
+
+	if _, err := bgpcheck.WaitNextHops(b.lab, bgpcheck.VIP6, 2, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	b.apis["node-2"].SetReady(true)
+
+	if _, err := bgpcheck.WaitNextHops(b.lab, bgpcheck.VIP6, 3, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := standin.Whoami(t.Context(), b.lab.Client, bgpcheck.VIP6.Addr().AsSlice(), 2*time.Second); err != nil {
+		t.Errorf("TCP over IPv6 to the VIP through the router: %v", err)
+	}
+}
+
+// iBGP: local preference reaches the router (it is only sent to iBGP peers).
+func TestBGPLocalPrefOverIBGP(t *testing.T) {
+	conf := `log stderr all;
+router id 10.77.0.1;
+protocol device {}
+protocol kernel kernel4 { ipv4 { export all; }; merge paths on; }
+protocol bgp nodes4 {
+	local as ` + fmt.Sprint(bgpcheck.NodeASN) + `;
+	neighbor range 10.77.0.0/24 internal;
+	dynamic name "node";
+	passive on;
+	direct;
+	ipv4 { import all; export none; gateway direct; };
+	error wait time 1, 5;
+}
+`
+
+	b := startBGPLab(t, conf, bgpcheck.Options{IBGP: true, LocalPref: 250})
+	b.waitHops(3)
+
+	out, err := b.bird.Cmd("show", "route", "all", bgpcheck.VIP4.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if !strings.Contains(out, "BGP.local_pref: 250") {
+		t.Errorf("BIRD route lacks local_pref 250:\n%s", out)
 	}
 }
