@@ -40,10 +40,30 @@ func (p *Proxy) handle(client *net.TCPConn) {
 	c := &conn{client: client, server: server}
 	u.conns.add(c)
 
+	// The upstream leg gets its keepalive and user timeout only once the
+	// connection has lived a while: most API connections are over sooner,
+	// and four system calls are a tenth of what a short one costs. (The
+	// client leg inherits them from the listener for free.)
+	opts := time.AfterFunc(upstreamOptionsDelay, func() { c.upstreamOptions(sockOpts(spec)) })
+
 	c.relay()
 
+	opts.Stop()
 	u.conns.remove(c)
 	u.active.Add(-1)
+}
+
+// upstreamOptionsDelay is below the smallest keepalive and user timeout the
+// configuration allows, so no connection lives long enough to miss them.
+var upstreamOptionsDelay = 500 * time.Millisecond
+
+func (c *conn) upstreamOptions(o socketOptions) {
+	rc, err := c.server.SyscallConn()
+	if err != nil {
+		return // closed meanwhile: nothing left to protect
+	}
+
+	o.control("", "", rc) //nolint:errcheck // a socket closing under us refuses options; nothing to do then
 }
 
 // connect dials upstreams in pick order until one answers, within the
@@ -74,7 +94,7 @@ func (p *Proxy) connect(spec *resourcepb.ProxyConfigSpec) (*upstream, *net.TCPCo
 
 		tried[n] = u
 
-		server, err := dial(u.addr, timeout, spec)
+		server, err := dial(u.addr, timeout)
 		if err == nil {
 			return u, server
 		}
@@ -97,9 +117,10 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func dial(addr string, timeout time.Duration, spec *resourcepb.ProxyConfigSpec) (*net.TCPConn, error) {
-	// KeepAlive -1: the options come from Control, set before connect in one go.
-	d := net.Dialer{Timeout: timeout, KeepAlive: -1, Control: sockOpts(spec).control}
+func dial(addr string, timeout time.Duration) (*net.TCPConn, error) {
+	// KeepAlive -1: Go's default keepalive would cost system calls on every
+	// dial; handle sets ours on connections that last.
+	d := net.Dialer{Timeout: timeout, KeepAlive: -1}
 
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
