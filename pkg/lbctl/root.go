@@ -41,7 +41,7 @@ func NewRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.context, "context", "", "context of the client config to use (default: its current context)")
 	root.PersistentFlags().StringSliceVarP(&g.nodes, "nodes", "n", nil, "agents to talk to (host or host:port); default: the context's endpoints")
 
-	root.AddCommand(newGetCmd(g), newVersionCmd(g), newReloadCmd(g), newGenCmd(g), newValidateCmd(g))
+	root.AddCommand(newGetCmd(g), newVersionCmd(g), newReloadCmd(g), newGenCmd(g), newValidateCmd(g), newDoctorCmd(g))
 
 	return root
 }
