@@ -3,6 +3,9 @@ package configwatch
 import (
 	"context"
 	"fmt"
+	"net"
+	"strconv"
+	"time"
 
 	"github.com/cosi-project/runtime/pkg/safe"
 	"github.com/cosi-project/runtime/pkg/state"
@@ -34,6 +37,12 @@ func vipSpec(v *config.VIP, running *config.Config) *resourcepb.VipConfigSpec {
 		AnnounceRefresh:    durationpb.New(v.Announce.Refresh.Duration),
 	}
 
+	if v.IPVS != nil {
+		spec.IpvsPort = uint32(v.IPVS.Port)               //nolint:gosec // validated to a port
+		spec.IpvsBackendPort = uint32(v.IPVS.BackendPort) //nolint:gosec // validated to a port
+		spec.IpvsScheduler = v.IPVS.Scheduler
+	}
+
 	for _, p := range v.Election.Peers {
 		spec.Peers = append(spec.Peers, &resourcepb.VipPeer{Name: p.Name, Address: p.Address})
 	}
@@ -60,4 +69,38 @@ func publishVIP(ctx context.Context, st state.State, cfg, running *config.Config
 	}
 
 	return nil
+}
+
+// ipvsChecks probes every peer's API server the way the VIP's own gate
+// probes the local one, so a holder knows which backends to send
+// connections to the moment it takes over.
+func ipvsChecks(cfg *config.Config) []*resourcepb.HealthCheckSpec {
+	v := cfg.VIP
+	if v == nil || v.IPVS == nil {
+		return nil
+	}
+
+	gate := config.HealthCheck{Kind: config.CheckTCP, Interval: config.Duration{Duration: time.Second}, Timeout: config.Duration{Duration: time.Second}, Rise: 2, Fall: 2}
+
+	for _, h := range cfg.HealthChecks {
+		if h.Name == v.HealthCheck {
+			gate = h
+		}
+	}
+
+	out := make([]*resourcepb.HealthCheckSpec, 0, len(v.Election.Peers))
+
+	for _, p := range v.Election.Peers {
+		host, _, err := net.SplitHostPort(p.Address)
+		if err != nil {
+			continue
+		}
+
+		check := gate
+		check.Name = resources.IPVSBackendCheckID(p.Name)
+		check.Address = net.JoinHostPort(host, strconv.Itoa(v.IPVS.BackendPort))
+		out = append(out, healthCheckSpec(check))
+	}
+
+	return out
 }

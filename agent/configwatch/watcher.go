@@ -251,5 +251,7 @@ func Spec(cfg, running *config.Config, path, sum string) *resourcepb.AgentConfig
 		spec.HealthChecks = append(spec.HealthChecks, healthCheckSpec(h))
 	}
 
+	spec.HealthChecks = append(spec.HealthChecks, ipvsChecks(cfg)...)
+
 	return spec
 }

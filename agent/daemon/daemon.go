@@ -128,6 +128,7 @@ func Run(ctx context.Context, opts Options) error {
 		&vip.StatusController{Links: netutil.NetlinkLinks{}, Changes: netutil.NetlinkAddresses{}},
 		&vip.AddressController{Links: netutil.NetlinkLinks{}, Announcer: l2.RawAnnouncer{}},
 		&vip.AdvertiseController{},
+		&vip.IPVSController{},
 		&bgp.Controller{Speaker: speaker.NewGoBGP(slog.New(slog.NewJSONHandler(os.Stderr, nil))), Host: bgp.NetlinkHost{}, NodeName: cfg.Node.Name},
 		ipvsServices,
 	} {

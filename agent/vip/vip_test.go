@@ -163,3 +163,41 @@ func TestLeftoversOfACrashAreRemovedAtStart(t *testing.T) {
 	require.Eventually(t, func() bool { return !f.links.has("eth0", vip4) }, 5*time.Second, 10*time.Millisecond)
 	f.assertReason(t, "10.0.0.100", "not leader (cp-2 is)")
 }
+
+func TestHolderBalancesOverHealthyAPIServers(t *testing.T) {
+	h := ctest.New(t, &vip.IPVSController{})
+
+	cfg := resources.NewVIPConfig()
+	cfg.TypedSpec().Value = &resourcepb.VipConfigSpec{
+		NodeName: "cp-1", Addresses: []string{"10.0.0.100", "fd00::100"},
+		IpvsPort: 6443, IpvsBackendPort: 6443, IpvsScheduler: "mh",
+		Peers: []*resourcepb.VipPeer{{Name: "cp-1", Address: "10.0.0.2:50071"}, {Name: "cp-2", Address: "10.0.0.3:50071"}},
+	}
+	h.Create(cfg)
+
+	for name, healthy := range map[string]bool{"cp-1": true, "cp-2": false} {
+		eh := resources.NewEndpointHealth(resources.IPVSBackendCheckID(name))
+		eh.TypedSpec().Value.Healthy = healthy
+		h.Create(eh)
+	}
+
+	status := resources.NewVIPStatus("10.0.0.100")
+	status.TypedSpec().Value.Address, status.TypedSpec().Value.Holding = "10.0.0.100", true
+	h.Create(status)
+
+	ctest.AssertResource(h, "vip-10.0.0.100", func(r *resources.IPVSService, a *assert.Assertions) {
+		s := r.TypedSpec().Value
+		a.Equal(uint32(6443), s.GetPort())
+		a.Equal("mh", s.GetScheduler())
+		a.True(s.GetSnat())
+		a.Len(s.GetRealServers(), 2)
+		a.Equal(uint32(1), s.GetRealServers()[0].GetWeight())
+		a.Equal(uint32(0), s.GetRealServers()[1].GetWeight(), "an unhealthy API server drains")
+	})
+
+	// Losing the VIP removes the service.
+	status.TypedSpec().Value.Holding = false
+	h.Update(status)
+	ctest.AssertNoResource[*resources.IPVSService](h, "vip-10.0.0.100")
+
+}

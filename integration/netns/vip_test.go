@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/talos-lb/talos-lb/integration/cluster"
 	"github.com/talos-lb/talos-lb/integration/lab"
+	"github.com/talos-lb/talos-lb/integration/standin"
+	"github.com/talos-lb/talos-lb/integration/vipcheck"
 )
 
 // The client resolves the VIP to the holder's MAC (arping, the kernel's
@@ -257,5 +260,55 @@ func runNft(t *testing.T, h *lab.Host, rules string) {
 
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("nft in %s: %v\n%s", h.Name, err, out)
+	}
+}
+
+// With vip.ipvs, the holder asks for an IPVS service over every API server.
+// The lab's host kernel has no IPVS (the VM tier tests the kernel side), so
+// the real agent must say exactly that, with the fix.
+func TestVIPIPVSWiringReportsMissingModule(t *testing.T) {
+	l := lab.NewForTest(t, lab.Options{Nodes: 3, Router: true, Client: true, IPv6: true})
+
+	if _, err := standin.StartAll(t.Context(), l.Nodes); err != nil {
+		t.Fatal(err)
+	}
+
+	c, err := cluster.Start(t.Context(), l, cluster.Options{
+		Node: func(int, *lab.Host) cluster.NodeConfig {
+			return cluster.NodeConfig{Role: "controlplane", Extra: vipcheck.Config(l) + "  ipvs: {port: 6443}\n"}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	holder, err := vipcheck.WaitHolder(t.Context(), c, l.Nodes, "", 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var h *lab.Host
+
+	for _, n := range l.Nodes {
+		if n.Name == holder {
+			h = n
+		}
+	}
+
+	deadline := time.Now().Add(15 * time.Second)
+
+	for {
+		out, err := c.Lbctl(t.Context(), "-n", h.IPv4.String(), "get", "ipvs")
+
+		services, err2 := c.Lbctl(t.Context(), "-n", h.IPv4.String(), "get", "ipvsservice")
+		if err == nil && err2 == nil && strings.Contains(out, "KernelModuleConfig") && strings.Contains(services, "10.77.0.11,10.77.0.12,10.77.0.13") {
+			break
+		}
+
+		if time.Now().After(deadline) {
+			t.Fatalf("no IPVS status naming the missing module on %s:\n%s (%v)", holder, out, err)
+		}
+
+		time.Sleep(200 * time.Millisecond)
 	}
 }

@@ -28,6 +28,9 @@ type VIP struct {
 	Communities      []string `yaml:"communities"`
 	LargeCommunities []string `yaml:"largeCommunities"`
 	LocalPref        uint32   `yaml:"localPref"`
+	// IPVS, when set (mode l2), makes the holder spread VIP connections over
+	// every healthy API server with kernel IPVS instead of taking them all.
+	IPVS *VIPIPVS `yaml:"ipvs"`
 }
 
 // Election configures the quorum election among control-plane agents (Raft).
@@ -57,6 +60,16 @@ type Announce struct {
 	Interval Duration `yaml:"interval"`
 	// Refresh repeats one announcement this often while holding; 0s turns it off.
 	Refresh Duration `yaml:"refresh"`
+}
+
+// VIPIPVS configures active-active API balancing on the VIP holder.
+type VIPIPVS struct {
+	// Port is the VIP port balanced (the API server port).
+	Port int `yaml:"port"`
+	// BackendPort is where the API servers listen; default: Port.
+	BackendPort int `yaml:"backendPort"`
+	// Scheduler: mh (default: every holder picks the same backend for a flow), rr, wrr, sh or lc.
+	Scheduler string `yaml:"scheduler"`
 }
 
 // VIPMode says how the VIP reaches clients.
@@ -105,6 +118,17 @@ func (v *VIP) defaults(s scope) {
 	if !as.has("refresh") {
 		v.Announce.Refresh.Duration = 10 * time.Second
 	}
+
+	if v.IPVS != nil {
+		is := s.at("ipvs")
+		if !is.has("backendPort") {
+			v.IPVS.BackendPort = v.IPVS.Port
+		}
+
+		if !is.has("scheduler") {
+			v.IPVS.Scheduler = "mh"
+		}
+	}
 }
 
 func (v *VIP) validate(s scope, c *Config) {
@@ -149,6 +173,10 @@ func (v *VIP) validate(s scope, c *Config) {
 	}
 
 	v.Announce.validate(s.at("announce"))
+
+	if v.IPVS != nil {
+		v.IPVS.validate(s.at("ipvs"), v.Mode)
+	}
 
 	for i, c := range v.Communities {
 		if _, err := community.Parse(c); err != nil {
@@ -231,5 +259,22 @@ func checkUniqueField(s scope, list, field string, values []string) {
 		}
 
 		first[v] = i
+	}
+}
+
+func (i *VIPIPVS) validate(s scope, mode VIPMode) {
+	if mode != VIPModeL2 {
+		s.fail("", "IPVS balancing is for mode l2; in mode bgp the routers spread connections already")
+	}
+
+	checkRange(s, "port", i.Port, 1, 65535)
+	checkRange(s, "backendPort", i.BackendPort, 1, 65535)
+
+	switch i.Scheduler {
+	case "mh", "rr", "wrr", "sh", "lc":
+	case "wlc":
+		s.fail("scheduler", "wlc is not in Talos kernels; use mh (default), rr, wrr, sh or lc")
+	default:
+		s.fail("scheduler", "unknown scheduler %q (mh, rr, wrr, sh or lc)", i.Scheduler)
 	}
 }

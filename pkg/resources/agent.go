@@ -110,3 +110,9 @@ func (AgentLifecycleExtension) ResourceDefinition() meta.ResourceDefinitionSpec 
 func init() {
 	registerType(AgentLifecycleType, &AgentLifecycle{})
 }
+
+// IPVSBackendCheckID is the EndpointHealth ID of the probe of one VIP peer's
+// API server as an IPVS backend; the "ipvs-" prefix is reserved for these.
+func IPVSBackendCheckID(peer string) resource.ID {
+	return "ipvs-" + peer
+}

@@ -48,8 +48,12 @@ type VipConfigSpec struct {
 	Communities      []string `protobuf:"bytes,14,rep,name=communities,proto3" json:"communities,omitempty"`
 	LargeCommunities []string `protobuf:"bytes,15,rep,name=large_communities,json=largeCommunities,proto3" json:"large_communities,omitempty"`
 	LocalPref        uint32   `protobuf:"varint,16,opt,name=local_pref,json=localPref,proto3" json:"local_pref,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// IPVS balancing on the holder (mode l2); port 0: off.
+	IpvsPort        uint32 `protobuf:"varint,17,opt,name=ipvs_port,json=ipvsPort,proto3" json:"ipvs_port,omitempty"`
+	IpvsBackendPort uint32 `protobuf:"varint,18,opt,name=ipvs_backend_port,json=ipvsBackendPort,proto3" json:"ipvs_backend_port,omitempty"`
+	IpvsScheduler   string `protobuf:"bytes,19,opt,name=ipvs_scheduler,json=ipvsScheduler,proto3" json:"ipvs_scheduler,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *VipConfigSpec) Reset() {
@@ -192,6 +196,27 @@ func (x *VipConfigSpec) GetLocalPref() uint32 {
 		return x.LocalPref
 	}
 	return 0
+}
+
+func (x *VipConfigSpec) GetIpvsPort() uint32 {
+	if x != nil {
+		return x.IpvsPort
+	}
+	return 0
+}
+
+func (x *VipConfigSpec) GetIpvsBackendPort() uint32 {
+	if x != nil {
+		return x.IpvsBackendPort
+	}
+	return 0
+}
+
+func (x *VipConfigSpec) GetIpvsScheduler() string {
+	if x != nil {
+		return x.IpvsScheduler
+	}
+	return ""
 }
 
 // VipPeer is one control-plane agent in the election.
@@ -586,7 +611,7 @@ var File_resource_v1alpha1_vip_proto protoreflect.FileDescriptor
 
 const file_resource_v1alpha1_vip_proto_rawDesc = "" +
 	"\n" +
-	"\x1bresource/v1alpha1/vip.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x05\n" +
+	"\x1bresource/v1alpha1/vip.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x06\n" +
 	"\rVipConfigSpec\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x1c\n" +
 	"\taddresses\x18\x02 \x03(\tR\taddresses\x12\x12\n" +
@@ -605,7 +630,10 @@ const file_resource_v1alpha1_vip_proto_rawDesc = "" +
 	"\vcommunities\x18\x0e \x03(\tR\vcommunities\x12+\n" +
 	"\x11large_communities\x18\x0f \x03(\tR\x10largeCommunities\x12\x1d\n" +
 	"\n" +
-	"local_pref\x18\x10 \x01(\rR\tlocalPref\"7\n" +
+	"local_pref\x18\x10 \x01(\rR\tlocalPref\x12\x1b\n" +
+	"\tipvs_port\x18\x11 \x01(\rR\bipvsPort\x12*\n" +
+	"\x11ipvs_backend_port\x18\x12 \x01(\rR\x0fipvsBackendPort\x12%\n" +
+	"\x0eipvs_scheduler\x18\x13 \x01(\tR\ripvsScheduler\"7\n" +
 	"\aVipPeer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xc5\x02\n" +
