@@ -2,6 +2,7 @@ package netns_test
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -347,5 +348,82 @@ protocol bgp nodes4 {
 
 	if !strings.Contains(out, "BGP.local_pref: 250") {
 		t.Errorf("BIRD route lacks local_pref 250:\n%s", out)
+	}
+}
+
+const frrConfig = `frr defaults datacenter
+hostname router
+log stdout
+!
+router bgp 64512
+ bgp router-id 10.77.0.1
+ no bgp ebgp-requires-policy
+ bgp bestpath as-path multipath-relax
+ neighbor NODES peer-group
+ neighbor NODES remote-as external
+ neighbor NODES bfd
+ bgp listen range 10.77.0.0/24 peer-group NODES
+ neighbor NODES6 peer-group
+ neighbor NODES6 remote-as external
+ bgp listen range fd77::/64 peer-group NODES6
+ address-family ipv4 unicast
+  maximum-paths 8
+ exit-address-family
+ address-family ipv6 unicast
+  neighbor NODES6 activate
+  maximum-paths 8
+ exit-address-family
+!
+`
+
+// The same core checks against FRR, the second router implementation:
+// ECMP over every node (IPv4 and IPv6), communities, withdraw on SIGTERM.
+func TestBGPAgainstFRR(t *testing.T) {
+	l := lab.NewForTest(t, lab.Options{Nodes: 3, Router: true, Client: true, IPv6: true})
+
+	frr, err := l.StartFRR(t.Context(), frrConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := standin.StartAll(t.Context(), l.Nodes); err != nil {
+		t.Fatal(err)
+	}
+
+	c, err := cluster.Start(t.Context(), l, cluster.Options{
+		Node: func(int, *lab.Host) cluster.NodeConfig {
+			return cluster.NodeConfig{Role: "controlplane", Extra: bgpcheck.Config(bgpcheck.Options{BFD: true, IPv6: true})}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, p := range []netip.Prefix{bgpcheck.VIP4, bgpcheck.VIP6} {
+		if _, err := bgpcheck.WaitNextHops(l, p, 3, 30*time.Second); err != nil {
+			out, _ := frr.Vtysh(t.Context(), "show bgp summary") //nolint:errcheck
+			t.Fatalf("%v\nFRR:\n%s", err, out)
+		}
+	}
+
+	out, err := frr.Vtysh(t.Context(), "show bgp ipv4 unicast "+bgpcheck.VIP4.String()+" json")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, want := range []string{"65000:100", "noExport", "64513:1:2"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("FRR route lacks %s:\n%s", want, out)
+		}
+	}
+
+	if err := c.Agents[1].Proc.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, p := range []netip.Prefix{bgpcheck.VIP4, bgpcheck.VIP6} {
+		if _, err := bgpcheck.WaitNextHops(l, p, 2, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"strings"
@@ -78,7 +79,8 @@ func Start(ctx context.Context, h *lab.Host) (*APIServer, error) {
 		fmt.Fprint(w, "[-]etcd failed: stand-in switched off")
 	})
 
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
+	// Probes that close right after the handshake are normal here, not worth a log line.
+	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: log.New(io.Discard, "", 0), TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
 
 	go s.srv.ServeTLS(api, "", "") //nolint:errcheck // ends with Close
 	go s.serveWhoami()
