@@ -38,7 +38,6 @@ func start(ctx context.Context, dir, name, addr string, argv ...string) (*target
 
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = append(os.Environ(), os.Getenv("BENCH_AGENT_ENV"))
 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
