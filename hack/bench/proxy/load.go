@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/talos-lb/talos-lb/hack/bench/stats"
 )
 
 var (
@@ -129,7 +131,9 @@ func firstByte(addr string, n int) (p50, p99 time.Duration, err error) {
 		c.Close() //nolint:errcheck
 	}
 
-	slices.Sort(samples)
+	return pct(samples, 50), pct(samples, 99), nil
+}
 
-	return samples[n/2], samples[n*99/100], nil
+func pct(d []time.Duration, p float64) time.Duration {
+	return time.Duration(stats.Pct(d, p) * float64(time.Millisecond))
 }

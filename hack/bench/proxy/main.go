@@ -22,6 +22,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/talos-lb/talos-lb/hack/bench/stats"
 )
 
 type options struct {
@@ -47,7 +49,13 @@ func main() {
 	var o options
 
 	flag.StringVar(&o.bin, "bin", "_out", "directory holding lb-agent, lbctl and golb")
-	flag.IntVar(&o.rounds, "rounds", 5, "rounds; each runs every load against every target")
+	rounds, err := stats.Trials(5)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-proxy:", err)
+		os.Exit(2)
+	}
+
+	flag.IntVar(&o.rounds, "rounds", rounds, "rounds, each running every load against every target (default: $TRIALS, else 5)")
 	flag.DurationVar(&o.duration, "duration", 4*time.Second, "length of each wrk run")
 	flag.IntVar(&o.conns, "conns", 32, "wrk connections")
 	flag.Int64Var(&o.bulkSize, "bulk", 2<<30, "bytes per bulk transfer")
