@@ -39,17 +39,7 @@ func (ctrl *AdvertiseController) Outputs() []controller.Output {
 
 // Run implements controller.Controller.
 func (ctrl *AdvertiseController) Run(ctx context.Context, r controller.Runtime, _ *zap.Logger) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-r.EventCh():
-		}
-
-		if err := ctrl.reconcile(ctx, r); err != nil {
-			return err
-		}
-	}
+	return onEvents(ctx, r, ctrl.reconcile)
 }
 
 func (ctrl *AdvertiseController) reconcile(ctx context.Context, r controller.Runtime) error {

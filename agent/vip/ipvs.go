@@ -42,17 +42,7 @@ func (ctrl *IPVSController) Outputs() []controller.Output {
 
 // Run implements controller.Controller.
 func (ctrl *IPVSController) Run(ctx context.Context, r controller.Runtime, _ *zap.Logger) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-r.EventCh():
-		}
-
-		if err := ctrl.reconcile(ctx, r); err != nil {
-			return err
-		}
-	}
+	return onEvents(ctx, r, ctrl.reconcile)
 }
 
 func (ctrl *IPVSController) reconcile(ctx context.Context, r controller.Runtime) error {

@@ -70,11 +70,7 @@ func run() error {
 		return err
 	}
 
-	c, err := cluster.Start(labCtx, l, cluster.Options{
-		Node: func(int, *lab.Host) cluster.NodeConfig {
-			return cluster.NodeConfig{Role: "controlplane", Extra: vipcheck.Config(l)}
-		},
-	})
+	c, err := cluster.Start(labCtx, l, cluster.ControlPlanes(vipcheck.Config(l)))
 	if err != nil {
 		return err
 	}

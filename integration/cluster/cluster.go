@@ -216,3 +216,10 @@ func (c *Cluster) Restart(ctx context.Context, a *Agent) error {
 
 	return c.waitReady(ctx, a)
 }
+
+// ControlPlanes configures every node as a control-plane node with the same extra config.
+func ControlPlanes(extra string) Options {
+	return Options{Node: func(int, *lab.Host) NodeConfig {
+		return NodeConfig{Role: "controlplane", Extra: extra}
+	}}
+}

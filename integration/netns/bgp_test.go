@@ -41,11 +41,7 @@ func startBGPLab(t *testing.T, birdConf string, opts bgpcheck.Options) *bgpLab {
 
 	v := &vipLab{t: t, lab: l, apis: apis}
 
-	c, err := cluster.Start(t.Context(), l, cluster.Options{
-		Node: func(int, *lab.Host) cluster.NodeConfig {
-			return cluster.NodeConfig{Role: "controlplane", Extra: bgpcheck.Config(opts)}
-		},
-	})
+	c, err := cluster.Start(t.Context(), l, cluster.ControlPlanes(bgpcheck.Config(opts)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,11 +386,7 @@ func TestBGPAgainstFRR(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c, err := cluster.Start(t.Context(), l, cluster.Options{
-		Node: func(int, *lab.Host) cluster.NodeConfig {
-			return cluster.NodeConfig{Role: "controlplane", Extra: bgpcheck.Config(bgpcheck.Options{BFD: true, IPv6: true})}
-		},
-	})
+	c, err := cluster.Start(t.Context(), l, cluster.ControlPlanes(bgpcheck.Config(bgpcheck.Options{BFD: true, IPv6: true})))
 	if err != nil {
 		t.Fatal(err)
 	}

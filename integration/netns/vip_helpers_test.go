@@ -34,11 +34,7 @@ func startVIPLab(t *testing.T) *vipLab {
 
 	v := &vipLab{t: t, lab: l, apis: apis}
 
-	c, err := cluster.Start(t.Context(), l, cluster.Options{
-		Node: func(int, *lab.Host) cluster.NodeConfig {
-			return cluster.NodeConfig{Role: "controlplane", Extra: vipcheck.Config(l)}
-		},
-	})
+	c, err := cluster.Start(t.Context(), l, cluster.ControlPlanes(vipcheck.Config(l)))
 	if err != nil {
 		t.Fatal(err)
 	}

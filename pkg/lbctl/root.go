@@ -118,3 +118,23 @@ func explain(node string, err error) error {
 		return fmt.Errorf("node %s: %w", node, err)
 	}
 }
+
+// eachAgent dials the selected agents, runs fn on each, and joins the
+// failures (explained) so one unreachable node does not hide the others.
+func (g *globals) eachAgent(fn func(a *client.Agent) error) error {
+	agents, err := g.agents()
+	if err != nil {
+		return err
+	}
+	defer closeAll(agents)
+
+	var errs []error
+
+	for _, a := range agents {
+		if err := fn(a); err != nil {
+			errs = append(errs, explain(a.Endpoint, err))
+		}
+	}
+
+	return errors.Join(errs...)
+}

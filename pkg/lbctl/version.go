@@ -1,12 +1,12 @@
 package lbctl
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
 	agentpb "github.com/talos-lb/talos-lb/api/agent/v1alpha1"
+	"github.com/talos-lb/talos-lb/pkg/client"
 	"github.com/talos-lb/talos-lb/pkg/version"
 )
 
@@ -24,26 +24,16 @@ func newVersionCmd(g *globals) *cobra.Command {
 				return nil
 			}
 
-			agents, err := g.agents()
-			if err != nil {
-				return err
-			}
-			defer closeAll(agents)
-
-			var errs []error
-
-			for _, a := range agents {
+			return g.eachAgent(func(a *client.Agent) error {
 				v, err := a.API.Version(cmd.Context(), &agentpb.VersionRequest{})
 				if err != nil {
-					errs = append(errs, explain(a.Endpoint, err))
-
-					continue
+					return err
 				}
 
 				fmt.Fprintf(g.out, "Agent %s: node %s, %s %s, you are %s\n", a.Endpoint, v.GetNodeName(), version.Name, v.GetVersion(), v.GetCallerRole())
-			}
 
-			return errors.Join(errs...)
+				return nil
+			})
 		},
 	}
 
@@ -58,32 +48,20 @@ func newReloadCmd(g *globals) *cobra.Command {
 		Short: "Make agents re-read their config file now (admin)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			agents, err := g.agents()
-			if err != nil {
-				return err
-			}
-			defer closeAll(agents)
-
-			var errs []error
-
-			for _, a := range agents {
+			return g.eachAgent(func(a *client.Agent) error {
 				resp, err := a.API.ReloadConfig(cmd.Context(), &agentpb.ReloadConfigRequest{})
 				if err != nil {
-					errs = append(errs, explain(a.Endpoint, err))
-
-					continue
+					return err
 				}
 
 				if !resp.GetAccepted() {
-					errs = append(errs, fmt.Errorf("node %s: config rejected, generation %d keeps running: %s", a.Endpoint, resp.GetGeneration(), resp.GetError()))
-
-					continue
+					return fmt.Errorf("config rejected, generation %d keeps running: %s", resp.GetGeneration(), resp.GetError())
 				}
 
 				fmt.Fprintf(g.out, "%s: generation %d running\n", a.Endpoint, resp.GetGeneration())
-			}
 
-			return errors.Join(errs...)
+				return nil
+			})
 		},
 	}
 }

@@ -10,8 +10,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"os/signal"
 	"syscall"
 	"time"
 
@@ -25,25 +23,10 @@ import (
 const waitLong = 30 * time.Second
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-bgp:", err)
-		os.Exit(1)
-	}
+	stats.Main("bench-bgp", 10, run)
 }
 
-func run() error {
-	trials, err := stats.Trials(10)
-	if err != nil {
-		return err
-	}
-
-	if reason := lab.Unavailable(); reason != "" {
-		return fmt.Errorf("the lab cannot run here: %s", reason)
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
+func run(ctx context.Context, trials int) error {
 	long := context.WithoutCancel(ctx)
 
 	l, err := lab.New(long, lab.Options{Nodes: 3, Router: true, Client: true, IPv6: true})
@@ -61,11 +44,7 @@ func run() error {
 		return err
 	}
 
-	c, err := cluster.Start(long, l, cluster.Options{
-		Node: func(int, *lab.Host) cluster.NodeConfig {
-			return cluster.NodeConfig{Role: "controlplane", Extra: bgpcheck.Config(bgpcheck.Options{BFD: true})}
-		},
-	})
+	c, err := cluster.Start(long, l, cluster.ControlPlanes(bgpcheck.Config(bgpcheck.Options{BFD: true})))
 	if err != nil {
 		return err
 	}

@@ -3,12 +3,17 @@
 package stats
 
 import (
+	"context"
 	"fmt"
+	"os/signal"
+	"syscall"
 	"math"
 	"os"
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/talos-lb/talos-lb/integration/lab"
 )
 
 // Trials reads $TRIALS, or returns def.
@@ -55,5 +60,29 @@ func Table(rows ...Row) {
 
 	for _, r := range rows {
 		fmt.Printf("| %s | %.0f | %.0f | %.0f |\n", r.Name, Pct(r.Samples, 50), Pct(r.Samples, 99), Pct(r.Samples, 100))
+	}
+}
+
+// Main runs a lab benchmark: it reads $TRIALS (default def), checks the lab
+// can run, cancels on Ctrl-C, and exits 1 with the error prefixed by name.
+func Main(name string, def int, run func(ctx context.Context, trials int) error) {
+	err := func() error {
+		trials, err := Trials(def)
+		if err != nil {
+			return err
+		}
+
+		if reason := lab.Unavailable(); reason != "" {
+			return fmt.Errorf("the lab cannot run here: %s", reason)
+		}
+
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+
+		return run(ctx, trials)
+	}()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -32,25 +31,10 @@ import (
 const waitLong = 30 * time.Second
 
 func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-vip:", err)
-		os.Exit(1)
-	}
+	stats.Main("bench-vip", 10, run)
 }
 
-func run() error {
-	trials, err := stats.Trials(10)
-	if err != nil {
-		return err
-	}
-
-	if reason := lab.Unavailable(); reason != "" {
-		return fmt.Errorf("the lab cannot run here: %s", reason)
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
+func run(ctx context.Context, trials int) error {
 	l, err := lab.New(context.WithoutCancel(ctx), lab.Options{Nodes: 3, Client: true, IPv6: true})
 	if err != nil {
 		return err
@@ -61,11 +45,7 @@ func run() error {
 		return err
 	}
 
-	c, err := cluster.Start(context.WithoutCancel(ctx), l, cluster.Options{
-		Node: func(int, *lab.Host) cluster.NodeConfig {
-			return cluster.NodeConfig{Role: "controlplane", Extra: vipcheck.Config(l)}
-		},
-	})
+	c, err := cluster.Start(context.WithoutCancel(ctx), l, cluster.ControlPlanes(vipcheck.Config(l)))
 	if err != nil {
 		return err
 	}
