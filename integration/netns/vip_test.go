@@ -275,7 +275,7 @@ func TestVIPIPVSWiringReportsMissingModule(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c, err := cluster.Start(t.Context(), l, cluster.ControlPlanes(vipcheck.Config(l) + "  ipvs: {port: 6443}\n"))
+	c, err := cluster.Start(t.Context(), l, cluster.ControlPlanes(vipcheck.Config(l)+"  ipvs: {port: 6443}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,12 +5,12 @@ package stats
 import (
 	"context"
 	"fmt"
-	"os/signal"
-	"syscall"
 	"math"
 	"os"
+	"os/signal"
 	"slices"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/talos-lb/talos-lb/integration/lab"
