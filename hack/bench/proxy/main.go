@@ -42,6 +42,7 @@ type sample struct {
 	down, up            float64 // GB/s
 	p50, p99            time.Duration
 	cpuKA, cpuNewconn   float64 // proxy CPU µs per request
+	cpuBulk             float64 // proxy CPU s per GB moved
 	kaErrs, newconnErrs string
 }
 
@@ -132,8 +133,8 @@ func run(ctx context.Context, o options) error {
 
 			results[t.name] = append(results[t.name], s)
 
-			fmt.Printf("# round %d %-16s ka=%.0f newconn=%.0f down=%.2fGB/s up=%.2fGB/s p50=%s p99=%s cpu_ka=%.1fus cpu_newconn=%.1fus %s%s\n",
-				round+1, t.name, s.ka, s.newconn, s.down, s.up, s.p50, s.p99, s.cpuKA, s.cpuNewconn, s.kaErrs, s.newconnErrs)
+			fmt.Printf("# round %d %-16s ka=%.0f newconn=%.0f down=%.2fGB/s up=%.2fGB/s p50=%s p99=%s cpu_ka=%.1fus cpu_newconn=%.1fus cpu_bulk=%.2fs/GB %s%s\n",
+				round+1, t.name, s.ka, s.newconn, s.down, s.up, s.p50, s.p99, s.cpuKA, s.cpuNewconn, s.cpuBulk, s.kaErrs, s.newconnErrs)
 		}
 	}
 
@@ -170,7 +171,10 @@ func measure(ctx context.Context, t *target, o options) (sample, error) {
 		}
 	}
 
-	var err error
+	before, err := t.cpuTime()
+	if err != nil {
+		return s, err
+	}
 
 	if s.down, err = bulk(t.addr, o.bulkSize, true); err != nil {
 		return s, err
@@ -179,6 +183,13 @@ func measure(ctx context.Context, t *target, o options) (sample, error) {
 	if s.up, err = bulk(t.addr, o.bulkSize, false); err != nil {
 		return s, err
 	}
+
+	after, err := t.cpuTime()
+	if err != nil {
+		return s, err
+	}
+
+	s.cpuBulk = (after - before).Seconds() / (2 * float64(o.bulkSize) / 1e9)
 
 	s.p50, s.p99, err = firstByte(t.addr, o.samples)
 
@@ -217,6 +228,7 @@ func report(targets []*target, results map[string][]sample, rounds int) {
 		{"first byte p99 µs", func(s sample) float64 { return float64(s.p99.Microseconds()) }, false},
 		{"CPU µs/req keep-alive", func(s sample) float64 { return s.cpuKA }, false},
 		{"CPU µs/req new-conn", func(s sample) float64 { return s.cpuNewconn }, false},
+		{"CPU s/GB bulk", func(s sample) float64 { return s.cpuBulk }, false},
 	}
 
 	// ratio is the median over rounds of target/direct in the same round.
