@@ -61,11 +61,11 @@ func RequestedIPs(loadBalancerIP string, annotations map[string]string) ([]netip
 			return nil, fmt.Errorf("%s: %w", src.name, err)
 		}
 
-		if from != "" && !sameSet(ips, got) {
+		if from == "" {
+			ips, from = got, src.name
+		} else if !sameSet(ips, got) {
 			return nil, fmt.Errorf("%w: %s asks for %v but %s for %v", ErrInvalid, from, ips, src.name, got)
 		}
-
-		ips, from = got, src.name
 	}
 
 	return ips, nil
