@@ -379,3 +379,29 @@ func commonPrefix(a, b []byte) int {
 
 	return n
 }
+
+func TestListensOnIPv4AndIPv6Loopback(t *testing.T) {
+	if ln, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	} else {
+		ln.Close() //nolint:errcheck
+	}
+
+	a := newUpstream(t, "a")
+	spec := testSpec(a.addr)
+	spec.Listen = []string{"127.0.0.1:0", "[::1]:0"}
+
+	p := lb.New(health.NetProber{}, func() {}, zaptest.NewLogger(t))
+	require.NoError(t, p.Update(spec))
+	t.Cleanup(p.Close)
+
+	listen := p.Stats().Listen
+	require.Len(t, listen, 2)
+
+	for _, addr := range listen {
+		c, err := connect(addr)
+		require.NoError(t, err, addr)
+		assert.Equal(t, "a", c.upstream)
+		c.Close()
+	}
+}
