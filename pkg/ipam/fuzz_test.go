@@ -62,7 +62,7 @@ func fuzzOps(t *testing.T, ops []byte) {
 	held := map[ipam.ServiceKey]ipam.Request{} // the request behind what each service holds
 
 	for len(ops) >= 4 {
-		op, r := ops[0]%5, fuzzRequest(ops[1], ops[2], ops[3])
+		op, r, ipByte := ops[0]%5, fuzzRequest(ops[1], ops[2], ops[3]), ops[3]
 		ops = ops[4:]
 
 		switch op {
@@ -77,7 +77,7 @@ func fuzzOps(t *testing.T, ops []byte) {
 			a.Release(r.Service)
 			delete(held, r.Service)
 		case 3:
-			c := ipam.Claim{Request: r, IPs: fuzzIPs[int(ops0(ops))%len(fuzzIPs):][:1]}
+			c := ipam.Claim{Request: r, IPs: fuzzIPs[int(ipByte)%len(fuzzIPs):][:1]}
 			if errs := a.Assign([]ipam.Claim{c}); errs == nil {
 				held[r.Service] = r
 			}
@@ -89,14 +89,6 @@ func fuzzOps(t *testing.T, ops []byte) {
 
 		checkInvariants(t, a, held)
 	}
-}
-
-func ops0(ops []byte) byte {
-	if len(ops) == 0 {
-		return 0
-	}
-
-	return ops[0]
 }
 
 // checkInPools fails when Allocate handed out an IP outside every pool that
