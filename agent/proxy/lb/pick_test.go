@@ -1,10 +1,13 @@
 package lb
 
 import (
+	"net"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"golang.org/x/sys/unix"
 
 	"github.com/talos-lb/talos-lb/agent/health"
 )
@@ -95,4 +98,17 @@ func TestPickSkipsTriedAndFallsToTheNextTier(t *testing.T) {
 
 	assert.True(t, tbl.preferred(a))
 	assert.False(t, tbl.preferred(far))
+}
+
+func TestOnlyTheUpstreamsFaultEjectsIt(t *testing.T) {
+	refused := &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", unix.ECONNREFUSED)}
+	noFDs := &net.OpError{Op: "dial", Err: os.NewSyscallError("socket", unix.EMFILE)}
+	noPorts := &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", unix.EADDRNOTAVAIL)}
+	timeout := &net.OpError{Op: "dial", Err: os.ErrDeadlineExceeded}
+
+	assert.True(t, upstreamsFault(refused, false))
+	assert.True(t, upstreamsFault(timeout, true))
+	assert.False(t, upstreamsFault(timeout, false), "a timeout on a budget cut short by earlier attempts")
+	assert.False(t, upstreamsFault(noFDs, true))
+	assert.False(t, upstreamsFault(noPorts, true))
 }

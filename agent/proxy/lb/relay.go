@@ -102,8 +102,7 @@ func (p *Proxy) connect(spec *resourcepb.ProxyConfigSpec) (*upstream, *net.TCPCo
 		u.failedDials.Add(1)
 		p.failedDials.Add(1)
 
-		// A timeout on a budget cut short by earlier attempts says little about this upstream.
-		if timeout == dialTimeout || !isTimeout(err) {
+		if upstreamsFault(err, timeout == dialTimeout) {
 			p.ejected(u, err)
 		}
 	}
@@ -111,10 +110,24 @@ func (p *Proxy) connect(spec *resourcepb.ProxyConfigSpec) (*upstream, *net.TCPCo
 	return nil, nil
 }
 
-func isTimeout(err error) bool {
+// upstreamsFault says whether a failed dial is evidence against the
+// upstream. A refusal, a reset or an unreachable host is; a timeout is when
+// the attempt had its whole dialTimeout; running out of file descriptors or
+// local ports is this node's trouble, and ejecting every upstream for it
+// would only turn it into an outage.
+func upstreamsFault(err error, fullAttempt bool) bool {
 	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fullAttempt
+	}
 
-	return errors.As(err, &ne) && ne.Timeout()
+	for _, local := range []error{unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM, unix.EADDRNOTAVAIL} {
+		if errors.Is(err, local) {
+			return false
+		}
+	}
+
+	return true
 }
 
 func dial(addr string, timeout time.Duration) (*net.TCPConn, error) {
