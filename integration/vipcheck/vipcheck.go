@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -295,4 +296,45 @@ func (s *ARPSampler) Finish() (rounds int, macs map[string]int, split []string) 
 	defer s.mu.Unlock()
 
 	return s.rounds, s.macs, s.split
+}
+
+// WaitAgreed waits until every node names the same election leader: a node
+// that just rejoined has caught up, so a graceful hand-off can pick any peer.
+func WaitAgreed(ctx context.Context, c *cluster.Cluster, nodes []*lab.Host, timeout time.Duration) error {
+	endpoints := make([]string, 0, len(nodes))
+	for _, h := range nodes {
+		endpoints = append(endpoints, h.IPv4.String())
+	}
+
+	deadline := time.Now().Add(timeout)
+
+	var last []string
+
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		out, err := c.Lbctl(ctx, "-n", strings.Join(endpoints, ","), "get", "election", "-o", "json")
+		if err == nil {
+			last = last[:0]
+			dec := json.NewDecoder(strings.NewReader(out))
+
+			for dec.More() {
+				var d struct {
+					Spec struct {
+						Leader string `json:"leader"`
+					} `json:"spec"`
+				}
+
+				if dec.Decode(&d) == nil {
+					last = append(last, d.Spec.Leader)
+				}
+			}
+
+			if len(last) == len(nodes) && last[0] != "" && slices.Equal(last, slices.Repeat(last[:1], len(last))) {
+				return nil
+			}
+		}
+
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	return fmt.Errorf("nodes did not agree on a leader within %s (last: %v)", timeout, last)
 }

@@ -99,7 +99,7 @@ func (v *VIP) defaults(s scope) {
 	}
 
 	if !es.has("heartbeatTimeout") {
-		v.Election.HeartbeatTimeout.Duration = 250 * time.Millisecond
+		v.Election.HeartbeatTimeout.Duration = 200 * time.Millisecond
 	}
 
 	if !es.has("leaderLeaseTimeout") {

@@ -33,8 +33,8 @@ func TestVIPDefaults(t *testing.T) {
 	require.NotNil(t, cfg.VIP)
 
 	assert.Equal(t, "[::]:50071", cfg.VIP.Election.Listen)
-	assert.Equal(t, 250*time.Millisecond, cfg.VIP.Election.HeartbeatTimeout.Duration)
-	assert.Equal(t, 125*time.Millisecond, cfg.VIP.Election.LeaderLeaseTimeout.Duration)
+	assert.Equal(t, 200*time.Millisecond, cfg.VIP.Election.HeartbeatTimeout.Duration)
+	assert.Equal(t, 100*time.Millisecond, cfg.VIP.Election.LeaderLeaseTimeout.Duration)
 	assert.Equal(t, Announce{Count: 5, Interval: dur(250 * time.Millisecond), Refresh: dur(10 * time.Second)}, cfg.VIP.Announce)
 }
 

@@ -140,6 +140,10 @@ func (b *bench) agent(name string) *cluster.Agent {
 // settle waits for one holder and a client that has just reached it, so
 // every trial starts from a warm neighbour entry.
 func (b *bench) settle() (string, error) {
+	if err := vipcheck.WaitAgreed(b.ctx, b.cluster, b.lab.Nodes, waitLong); err != nil {
+		return "", err
+	}
+
 	holder, err := vipcheck.WaitHolder(b.ctx, b.cluster, b.lab.Nodes, "", waitLong)
 	if err != nil {
 		return "", err
