@@ -58,8 +58,17 @@ if ! docker inspect "$registry_name" >/dev/null 2>&1; then
 	docker run -d --name "$registry_name" -p "$port:5000" registry:2 >/dev/null
 fi
 
+# push_tarball FILE REF: docker load (which prints the image's own name), tag, push.
+# Docker talks plain HTTP to registries on 127.0.0.0/8.
+push_tarball() {
+	local loaded
+	loaded=$(docker load -i "$1" | sed -n 's/^Loaded image: //p' | tail -1)
+	docker tag "$loaded" "$2"
+	docker push -q "$2" >/dev/null
+}
+
 ext_ref=127.0.0.1:$port/talos-lb/extension:$version
-"$repo/_out/imagetool" push -tarball "$repo/_out/images/extension.tar" -ref "$ext_ref" -insecure
+push_tarball "$repo/_out/images/extension.tar" "$ext_ref"
 log "pushed $ext_ref"
 
 # 2. Talos's imager: an ISO to boot and an installer to install from, both
@@ -71,7 +80,7 @@ imager() {
 imager iso
 imager installer
 installer_ref=$gateway:$port/talos-lb/installer:$version
-"$repo/_out/imagetool" push -tarball "$out/installer-amd64.tar" -ref "127.0.0.1:$port/talos-lb/installer:$version" -insecure
+push_tarball "$out/installer-amd64.tar" "127.0.0.1:$port/talos-lb/installer:$version"
 log "ISO and installer made; installer pushed as $installer_ref"
 
 # 3. Secrets and patches: the agents' certificates and config (lbctl gen

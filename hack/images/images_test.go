@@ -4,16 +4,11 @@ import (
 	"archive/tar"
 	"errors"
 	"io"
-	"net/http/httptest"
-	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
 
@@ -161,44 +156,5 @@ func TestLayerNormalisesOwnersModesAndTimes(t *testing.T) {
 
 	if len(want) > 0 {
 		t.Errorf("missing from the layer: %v", want)
-	}
-}
-
-func TestPushToRegistry(t *testing.T) {
-	out := t.TempDir()
-	build(t, tree(t), out, "0")
-
-	srv := httptest.NewServer(registry.New())
-	defer srv.Close()
-
-	u, err := url.Parse(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	ref := u.Host + "/talos-lb/extension:test"
-	file := filepath.Join(out, "extension.tar")
-
-	if err := run([]string{"push", "-tarball", file, "-ref", ref, "-insecure"}); err != nil {
-		t.Fatal(err)
-	}
-
-	dst, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	pulled, err := remote.Image(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	got, err := pulled.Digest()
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	if want := digest(t, file); got.String() != want {
-		t.Fatalf("registry has %s, pushed %s", got, want)
 	}
 }
