@@ -16,6 +16,33 @@ type fakeLinks struct {
 	links map[string][]netip.Prefix
 	// removed records every removal, to prove what was (not) touched.
 	removed []netip.Prefix
+	// watchers hear of every change, as netlink subscribers do.
+	watchers []chan<- struct{}
+}
+
+// linkChanges is the AddressSource of fakeLinks: like the kernel, it tells
+// watchers when an address comes or goes.
+type linkChanges struct{ f *fakeLinks }
+
+func (linkChanges) Addresses() ([]netip.Prefix, error) { return nil, nil }
+
+func (c linkChanges) Watch(ctx context.Context, changed chan<- struct{}) error {
+	c.f.mu.Lock()
+	c.f.watchers = append(c.f.watchers, changed)
+	c.f.mu.Unlock()
+
+	<-ctx.Done()
+
+	return nil
+}
+
+func (f *fakeLinks) notify() {
+	for _, w := range f.watchers {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (f *fakeLinks) Addresses(link string) ([]netip.Prefix, error) {
@@ -35,6 +62,7 @@ func (f *fakeLinks) AddAddress(link string, p netip.Prefix) error {
 	defer f.mu.Unlock()
 
 	f.links[link] = append(f.links[link], p)
+	f.notify()
 
 	return nil
 }
@@ -45,6 +73,7 @@ func (f *fakeLinks) RemoveAddress(link string, p netip.Prefix) error {
 
 	f.links[link] = slices.DeleteFunc(f.links[link], func(q netip.Prefix) bool { return q == p })
 	f.removed = append(f.removed, p)
+	f.notify()
 
 	return nil
 }
@@ -61,17 +90,6 @@ func (f *fakeLinks) wasRemoved(p netip.Prefix) bool {
 	defer f.mu.Unlock()
 
 	return slices.Contains(f.removed, p)
-}
-
-// noChanges never reports address changes: tests drive reconciles with resources.
-type noChanges struct{}
-
-func (noChanges) Addresses() ([]netip.Prefix, error) { return nil, nil }
-
-func (noChanges) Watch(ctx context.Context, _ chan<- struct{}) error {
-	<-ctx.Done()
-
-	return nil
 }
 
 type countingAnnouncer struct {

@@ -40,7 +40,7 @@ func setup(t *testing.T, links map[string][]netip.Prefix) *fixture {
 	}
 
 	f.h = ctest.New(t,
-		&vip.StatusController{Links: f.links, Changes: noChanges{}},
+		&vip.StatusController{Links: f.links, Changes: linkChanges{f.links}},
 		&vip.AddressController{Links: f.links, Announcer: f.ann},
 	)
 
