@@ -123,7 +123,7 @@ func run() error {
 		return err
 	}
 
-	step("BIRD router: birdc show protocols (BGP sessions stay passive until the BGP speaker lands)")
+	step("BIRD router: birdc show protocols (this demo's VIP is L2, so no node peers with it; BGP mode: docs/bgp.md, make bench-bgp)")
 	fmt.Print(out)
 
 	if os.Getenv("DEMO_HOLD") == "0" {
