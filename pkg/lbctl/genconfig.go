@@ -191,14 +191,16 @@ func genConfig(g *globals, o *genConfigOptions) error {
 }
 
 func printNextSteps(g *globals, dir string, nodes []controlPlaneNode, vips []netip.Addr) {
-	names := make([]string, 0, len(nodes))
-	for _, n := range nodes {
-		names = append(names, n.Name)
-	}
+	endpoint, hostnames := "https://<your endpoint>:6443", ""
 
-	endpoint := "https://<your endpoint>:6443"
 	if len(vips) > 0 {
+		names := make([]string, 0, len(nodes))
+		for _, n := range nodes {
+			names = append(names, n.Name)
+		}
+
 		endpoint = "https://" + net.JoinHostPort(vips[0].String(), "6443")
+		hostnames = "The control-plane nodes' hostnames must be the election peers' names: " + strings.Join(names, ", ") + "\n"
 	}
 
 	fmt.Fprintf(g.out, `wrote %[1]s/controlplane.yaml, %[1]s/worker.yaml and %[1]s/lbconfig
@@ -209,10 +211,9 @@ New cluster:
 Existing cluster (remove the native VIP first, see docs/migration.md):
   talosctl -n <control-plane nodes> patch mc --patch @%[1]s/controlplane.yaml
   talosctl -n <workers> patch mc --patch @%[1]s/worker.yaml
-The control-plane nodes' hostnames must be: %[3]s
-Then: lbctl --lbconfig %[1]s/lbconfig get vips   (and lbctl doctor)
+%[3]sThen: lbctl --lbconfig %[1]s/lbconfig doctor
 The patches hold the agent's private key: keep them like a talosconfig.
-`, dir, endpoint, strings.Join(names, ", "))
+`, dir, endpoint, hostnames)
 }
 
 // agentTemplate is the agent config gen config writes; every value in it is
