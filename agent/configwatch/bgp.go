@@ -2,9 +2,7 @@ package configwatch
 
 import (
 	"context"
-	"fmt"
 
-	"github.com/cosi-project/runtime/pkg/safe"
 	"github.com/cosi-project/runtime/pkg/state"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -46,21 +44,7 @@ func bgpSpec(b *config.BGP) *resourcepb.BgpConfigSpec {
 
 // publishBGP makes BGPConfig say what cfg says, or removes it when the section is gone.
 func publishBGP(ctx context.Context, st state.State, cfg *config.Config) error {
-	if cfg.BGP == nil {
-		if err := st.Destroy(ctx, resources.NewBGPConfig().Metadata()); err != nil && !state.IsNotFoundError(err) {
-			return fmt.Errorf("removing bgp config: %w", err)
-		}
-
-		return nil
-	}
-
-	if err := safe.StateModify(ctx, st, resources.NewBGPConfig(), func(r *resources.BGPConfig) error {
+	return publishOptional(ctx, st, resources.NewBGPConfig(), cfg.BGP != nil, "bgp config", func(r *resources.BGPConfig) {
 		r.TypedSpec().Value = bgpSpec(cfg.BGP)
-
-		return nil
-	}); err != nil {
-		return fmt.Errorf("publishing bgp config: %w", err)
-	}
-
-	return nil
+	})
 }

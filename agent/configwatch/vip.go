@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cosi-project/runtime/pkg/resource"
 	"github.com/cosi-project/runtime/pkg/safe"
 	"github.com/cosi-project/runtime/pkg/state"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -52,20 +53,28 @@ func vipSpec(v *config.VIP, running *config.Config) *resourcepb.VipConfigSpec {
 
 // publishVIP makes VIPConfig say what cfg says, or removes it when the section is gone.
 func publishVIP(ctx context.Context, st state.State, cfg, running *config.Config) error {
-	if cfg.VIP == nil {
-		if err := st.Destroy(ctx, resources.NewVIPConfig().Metadata()); err != nil && !state.IsNotFoundError(err) {
-			return fmt.Errorf("removing vip config: %w", err)
+	return publishOptional(ctx, st, resources.NewVIPConfig(), cfg.VIP != nil, "vip config", func(r *resources.VIPConfig) {
+		r.TypedSpec().Value = vipSpec(cfg.VIP, running)
+	})
+}
+
+// publishOptional makes the singleton r carry what fill puts in it, or
+// removes it when its config section is absent.
+func publishOptional[R resource.Resource](ctx context.Context, st state.State, r R, present bool, what string, fill func(R)) error {
+	if !present {
+		if err := st.Destroy(ctx, r.Metadata()); err != nil && !state.IsNotFoundError(err) {
+			return fmt.Errorf("removing %s: %w", what, err)
 		}
 
 		return nil
 	}
 
-	if err := safe.StateModify(ctx, st, resources.NewVIPConfig(), func(r *resources.VIPConfig) error {
-		r.TypedSpec().Value = vipSpec(cfg.VIP, running)
+	if err := safe.StateModify(ctx, st, r, func(r R) error {
+		fill(r)
 
 		return nil
 	}); err != nil {
-		return fmt.Errorf("publishing vip config: %w", err)
+		return fmt.Errorf("publishing %s: %w", what, err)
 	}
 
 	return nil

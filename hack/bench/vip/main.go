@@ -88,13 +88,13 @@ func run(ctx context.Context, trials int) error {
 		}
 	}
 
-	k, err := b.startKeepalived()
-	if err != nil {
+	// The lab tracks and stops the keepalived processes.
+	if err := b.startKeepalived(); err != nil {
 		return err
 	}
 
 	for i := range trials {
-		d, err := b.keepalivedCrash(k)
+		d, err := b.keepalivedCrash()
 		if err != nil {
 			return fmt.Errorf("keepalived crash trial %d: %w", i+1, err)
 		}
@@ -164,17 +164,7 @@ func (b *bench) talosLBCrash() (time.Duration, error) {
 
 	h, a := b.node(holder), b.agent(holder)
 
-	if err := a.Proc.Signal(syscall.SIGSTOP); err != nil {
-		return 0, err
-	}
-
-	if err := b.lab.SetPortUp(h, false); err != nil {
-		return 0, err
-	}
-
-	fault := time.Now()
-
-	_, answered, err := vipcheck.FirstAnswer(b.ctx, b.lab.Client, vipcheck.VIP4, holder, waitLong)
+	d, err := b.crash(h, func() error { return a.Proc.Signal(syscall.SIGSTOP) })
 	if err != nil {
 		return 0, err
 	}
@@ -188,7 +178,28 @@ func (b *bench) talosLBCrash() (time.Duration, error) {
 		return 0, err
 	}
 
-	return answered.Sub(fault), b.lab.SetPortUp(h, true)
+	return d, b.lab.SetPortUp(h, true)
+}
+
+// crash freezes the holder h and cuts its cable, and times the client's
+// first answer on the VIP from another node.
+func (b *bench) crash(h *lab.Host, freeze func() error) (time.Duration, error) {
+	if err := freeze(); err != nil {
+		return 0, err
+	}
+
+	if err := b.lab.SetPortUp(h, false); err != nil {
+		return 0, err
+	}
+
+	fault := time.Now()
+
+	_, answered, err := vipcheck.FirstAnswer(b.ctx, b.lab.Client, vipcheck.VIP4, h.Name, waitLong)
+	if err != nil {
+		return 0, err
+	}
+
+	return answered.Sub(fault), nil
 }
 
 func (b *bench) talosLBGraceful() (time.Duration, error) {
@@ -233,32 +244,27 @@ vrrp_instance VI_1 {
 `, h.Name, priority, vipcheck.VIP4)
 }
 
-func (b *bench) startKeepalived() ([]*lab.Proc, error) {
-	var procs []*lab.Proc
-
+func (b *bench) startKeepalived() error {
 	for i, h := range b.lab.Nodes {
 		dir := filepath.Join(b.lab.Dir, "keepalived-"+h.Name)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, err
+			return err
 		}
 
 		conf := filepath.Join(dir, "keepalived.conf")
 		if err := os.WriteFile(conf, []byte(keepalivedConfig(h, 100+i)), 0o600); err != nil {
-			return nil, err
+			return err
 		}
 
-		p, err := h.Start(context.WithoutCancel(b.ctx), "keepalived", []string{
+		if _, err := h.Start(context.WithoutCancel(b.ctx), "keepalived", []string{
 			"keepalived", "--dont-fork", "--log-console", "--vrrp", "--use-file", conf,
 			"--pid", filepath.Join(dir, "keepalived.pid"), "--vrrp_pid", filepath.Join(dir, "vrrp.pid"),
-		}, nil)
-		if err != nil {
-			return nil, err
+		}, nil); err != nil {
+			return err
 		}
-
-		procs = append(procs, p)
 	}
 
-	return procs, nil
+	return nil
 }
 
 // keepalivedHolder waits until exactly one node carries the VIP.
@@ -311,7 +317,7 @@ func signalNamespace(h *lab.Host, sig syscall.Signal) error {
 	return nil
 }
 
-func (b *bench) keepalivedCrash(_ []*lab.Proc) (time.Duration, error) {
+func (b *bench) keepalivedCrash() (time.Duration, error) {
 	holder, err := b.keepalivedHolder()
 	if err != nil {
 		return 0, err
@@ -323,17 +329,7 @@ func (b *bench) keepalivedCrash(_ []*lab.Proc) (time.Duration, error) {
 
 	h := b.node(holder)
 
-	if err := signalNamespace(h, syscall.SIGSTOP); err != nil {
-		return 0, err
-	}
-
-	if err := b.lab.SetPortUp(h, false); err != nil {
-		return 0, err
-	}
-
-	fault := time.Now()
-
-	_, answered, err := vipcheck.FirstAnswer(b.ctx, b.lab.Client, vipcheck.VIP4, holder, waitLong)
+	d, err := b.crash(h, func() error { return signalNamespace(h, syscall.SIGSTOP) })
 	if err != nil {
 		return 0, err
 	}
@@ -352,5 +348,5 @@ func (b *bench) keepalivedCrash(_ []*lab.Proc) (time.Duration, error) {
 		return 0, err
 	}
 
-	return answered.Sub(fault), nil
+	return d, nil
 }
