@@ -30,15 +30,21 @@ const (
 	IPVSNamespace resource.Namespace = "ipvs"
 	// BGPNamespace holds the BGP speaker: its config, what to announce, and its sessions.
 	BGPNamespace resource.Namespace = "bgp"
+	// ServiceNamespace holds load-balancer service IPs pushed by the controller and their announcement.
+	ServiceNamespace resource.Namespace = "service"
+	// ControllerNamespace holds the controller's own view: pools, services, pushes to agents.
+	ControllerNamespace resource.Namespace = "controller"
 )
 
 // Namespaces lists every namespace with its description, for registration.
 var Namespaces = map[resource.Namespace]string{
-	ConfigNamespace: "Configuration the agent was given",
-	AgentNamespace:  "What the agent observes and does",
-	VIPNamespace:    "The control-plane VIP: election and addresses",
-	BGPNamespace:    "The BGP speaker: sessions and announcements",
-	IPVSNamespace:   "Kernel IPVS balancing: virtual services wanted and programmed",
+	ConfigNamespace:     "Configuration the agent was given",
+	AgentNamespace:      "What the agent observes and does",
+	VIPNamespace:        "The control-plane VIP: election and addresses",
+	BGPNamespace:        "The BGP speaker: sessions and announcements",
+	IPVSNamespace:       "Kernel IPVS balancing: virtual services wanted and programmed",
+	ServiceNamespace:    "Load-balancer service IPs pushed by the controller",
+	ControllerNamespace: "The controller's pools, services and pushes to agents",
 }
 
 // spec constrains a protobuf message type usable as a resource spec.

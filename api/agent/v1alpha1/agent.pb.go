@@ -10,6 +10,7 @@
 package agentpb
 
 import (
+	v1alpha1 "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -218,11 +219,129 @@ func (x *ReloadConfigResponse) GetError() string {
 	return ""
 }
 
+type PushRequest struct {
+	state         protoimpl.MessageState     `protogen:"open.v1"`
+	State         *v1alpha1.NodeDesiredState `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushRequest) Reset() {
+	*x = PushRequest{}
+	mi := &file_agent_v1alpha1_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushRequest) ProtoMessage() {}
+
+func (x *PushRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1alpha1_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
+func (*PushRequest) Descriptor() ([]byte, []int) {
+	return file_agent_v1alpha1_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PushRequest) GetState() *v1alpha1.NodeDesiredState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+type PushResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when the pushed generation is running now (or already was).
+	Accepted bool `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	// The generation running after this call: the pushed one when accepted,
+	// else the last good one.
+	Generation uint64 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	// Why the push was refused, naming what is wrong.
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Service IPs this node announces right now (L2 owner or BGP), for the
+	// controller's view of who announces what.
+	Announcing    []string `protobuf:"bytes,4,rep,name=announcing,proto3" json:"announcing,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushResponse) Reset() {
+	*x = PushResponse{}
+	mi := &file_agent_v1alpha1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushResponse) ProtoMessage() {}
+
+func (x *PushResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_v1alpha1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
+func (*PushResponse) Descriptor() ([]byte, []int) {
+	return file_agent_v1alpha1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PushResponse) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
+}
+
+func (x *PushResponse) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *PushResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *PushResponse) GetAnnouncing() []string {
+	if x != nil {
+		return x.Announcing
+	}
+	return nil
+}
+
 var File_agent_v1alpha1_agent_proto protoreflect.FileDescriptor
 
 const file_agent_v1alpha1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1aagent/v1alpha1/agent.proto\x12\x17talos_lb.agent.v1alpha1\"\x10\n" +
+	"\x1aagent/v1alpha1/agent.proto\x12\x17talos_lb.agent.v1alpha1\x1a\x1cresource/v1alpha1/push.proto\"\x10\n" +
 	"\x0eVersionRequest\"i\n" +
 	"\x0fVersionResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1b\n" +
@@ -235,10 +354,22 @@ const file_agent_v1alpha1_agent_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x02 \x01(\x04R\n" +
 	"generation\x12\x14\n" +
-	"\x05error\x18\x03 \x01(\tR\x05error2\xd9\x01\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"Q\n" +
+	"\vPushRequest\x12B\n" +
+	"\x05state\x18\x01 \x01(\v2,.talos_lb.resource.v1alpha1.NodeDesiredStateR\x05state\"\x80\x01\n" +
+	"\fPushResponse\x12\x1a\n" +
+	"\baccepted\x18\x01 \x01(\bR\baccepted\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x1e\n" +
+	"\n" +
+	"announcing\x18\x04 \x03(\tR\n" +
+	"announcing2\xae\x02\n" +
 	"\fAgentService\x12\\\n" +
 	"\aVersion\x12'.talos_lb.agent.v1alpha1.VersionRequest\x1a(.talos_lb.agent.v1alpha1.VersionResponse\x12k\n" +
-	"\fReloadConfig\x12,.talos_lb.agent.v1alpha1.ReloadConfigRequest\x1a-.talos_lb.agent.v1alpha1.ReloadConfigResponseB9Z7github.com/talos-lb/talos-lb/api/agent/v1alpha1;agentpbb\x06proto3"
+	"\fReloadConfig\x12,.talos_lb.agent.v1alpha1.ReloadConfigRequest\x1a-.talos_lb.agent.v1alpha1.ReloadConfigResponse\x12S\n" +
+	"\x04Push\x12$.talos_lb.agent.v1alpha1.PushRequest\x1a%.talos_lb.agent.v1alpha1.PushResponseB9Z7github.com/talos-lb/talos-lb/api/agent/v1alpha1;agentpbb\x06proto3"
 
 var (
 	file_agent_v1alpha1_agent_proto_rawDescOnce sync.Once
@@ -252,23 +383,29 @@ func file_agent_v1alpha1_agent_proto_rawDescGZIP() []byte {
 	return file_agent_v1alpha1_agent_proto_rawDescData
 }
 
-var file_agent_v1alpha1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_agent_v1alpha1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_agent_v1alpha1_agent_proto_goTypes = []any{
-	(*VersionRequest)(nil),       // 0: talos_lb.agent.v1alpha1.VersionRequest
-	(*VersionResponse)(nil),      // 1: talos_lb.agent.v1alpha1.VersionResponse
-	(*ReloadConfigRequest)(nil),  // 2: talos_lb.agent.v1alpha1.ReloadConfigRequest
-	(*ReloadConfigResponse)(nil), // 3: talos_lb.agent.v1alpha1.ReloadConfigResponse
+	(*VersionRequest)(nil),            // 0: talos_lb.agent.v1alpha1.VersionRequest
+	(*VersionResponse)(nil),           // 1: talos_lb.agent.v1alpha1.VersionResponse
+	(*ReloadConfigRequest)(nil),       // 2: talos_lb.agent.v1alpha1.ReloadConfigRequest
+	(*ReloadConfigResponse)(nil),      // 3: talos_lb.agent.v1alpha1.ReloadConfigResponse
+	(*PushRequest)(nil),               // 4: talos_lb.agent.v1alpha1.PushRequest
+	(*PushResponse)(nil),              // 5: talos_lb.agent.v1alpha1.PushResponse
+	(*v1alpha1.NodeDesiredState)(nil), // 6: talos_lb.resource.v1alpha1.NodeDesiredState
 }
 var file_agent_v1alpha1_agent_proto_depIdxs = []int32{
-	0, // 0: talos_lb.agent.v1alpha1.AgentService.Version:input_type -> talos_lb.agent.v1alpha1.VersionRequest
-	2, // 1: talos_lb.agent.v1alpha1.AgentService.ReloadConfig:input_type -> talos_lb.agent.v1alpha1.ReloadConfigRequest
-	1, // 2: talos_lb.agent.v1alpha1.AgentService.Version:output_type -> talos_lb.agent.v1alpha1.VersionResponse
-	3, // 3: talos_lb.agent.v1alpha1.AgentService.ReloadConfig:output_type -> talos_lb.agent.v1alpha1.ReloadConfigResponse
-	2, // [2:4] is the sub-list for method output_type
-	0, // [0:2] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	6, // 0: talos_lb.agent.v1alpha1.PushRequest.state:type_name -> talos_lb.resource.v1alpha1.NodeDesiredState
+	0, // 1: talos_lb.agent.v1alpha1.AgentService.Version:input_type -> talos_lb.agent.v1alpha1.VersionRequest
+	2, // 2: talos_lb.agent.v1alpha1.AgentService.ReloadConfig:input_type -> talos_lb.agent.v1alpha1.ReloadConfigRequest
+	4, // 3: talos_lb.agent.v1alpha1.AgentService.Push:input_type -> talos_lb.agent.v1alpha1.PushRequest
+	1, // 4: talos_lb.agent.v1alpha1.AgentService.Version:output_type -> talos_lb.agent.v1alpha1.VersionResponse
+	3, // 5: talos_lb.agent.v1alpha1.AgentService.ReloadConfig:output_type -> talos_lb.agent.v1alpha1.ReloadConfigResponse
+	5, // 6: talos_lb.agent.v1alpha1.AgentService.Push:output_type -> talos_lb.agent.v1alpha1.PushResponse
+	4, // [4:7] is the sub-list for method output_type
+	1, // [1:4] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_agent_v1alpha1_agent_proto_init() }
@@ -282,7 +419,7 @@ func file_agent_v1alpha1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_v1alpha1_agent_proto_rawDesc), len(file_agent_v1alpha1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	AgentService_Version_FullMethodName      = "/talos_lb.agent.v1alpha1.AgentService/Version"
 	AgentService_ReloadConfig_FullMethodName = "/talos_lb.agent.v1alpha1.AgentService/ReloadConfig"
+	AgentService_Push_FullMethodName         = "/talos_lb.agent.v1alpha1.AgentService/Push"
 )
 
 // AgentServiceClient is the client API for AgentService service.
@@ -36,6 +37,8 @@ type AgentServiceClient interface {
 	Version(ctx context.Context, in *VersionRequest, opts ...grpc.CallOption) (*VersionResponse, error)
 	// ReloadConfig re-reads the configuration file now. Admin only.
 	ReloadConfig(ctx context.Context, in *ReloadConfigRequest, opts ...grpc.CallOption) (*ReloadConfigResponse, error)
+	// Push replaces the node's desired state from the controller. Controller only.
+	Push(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (*PushResponse, error)
 }
 
 type agentServiceClient struct {
@@ -66,6 +69,16 @@ func (c *agentServiceClient) ReloadConfig(ctx context.Context, in *ReloadConfigR
 	return out, nil
 }
 
+func (c *agentServiceClient) Push(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (*PushResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PushResponse)
+	err := c.cc.Invoke(ctx, AgentService_Push_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentServiceServer is the server API for AgentService service.
 // All implementations must embed UnimplementedAgentServiceServer
 // for forward compatibility.
@@ -76,6 +89,8 @@ type AgentServiceServer interface {
 	Version(context.Context, *VersionRequest) (*VersionResponse, error)
 	// ReloadConfig re-reads the configuration file now. Admin only.
 	ReloadConfig(context.Context, *ReloadConfigRequest) (*ReloadConfigResponse, error)
+	// Push replaces the node's desired state from the controller. Controller only.
+	Push(context.Context, *PushRequest) (*PushResponse, error)
 	mustEmbedUnimplementedAgentServiceServer()
 }
 
@@ -91,6 +106,9 @@ func (UnimplementedAgentServiceServer) Version(context.Context, *VersionRequest)
 }
 func (UnimplementedAgentServiceServer) ReloadConfig(context.Context, *ReloadConfigRequest) (*ReloadConfigResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReloadConfig not implemented")
+}
+func (UnimplementedAgentServiceServer) Push(context.Context, *PushRequest) (*PushResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Push not implemented")
 }
 func (UnimplementedAgentServiceServer) mustEmbedUnimplementedAgentServiceServer() {}
 func (UnimplementedAgentServiceServer) testEmbeddedByValue()                      {}
@@ -149,6 +167,24 @@ func _AgentService_ReloadConfig_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_Push_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PushRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).Push(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_Push_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).Push(ctx, req.(*PushRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AgentService_ServiceDesc is the grpc.ServiceDesc for AgentService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -163,6 +199,10 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReloadConfig",
 			Handler:    _AgentService_ReloadConfig_Handler,
+		},
+		{
+			MethodName: "Push",
+			Handler:    _AgentService_Push_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

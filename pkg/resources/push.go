@@ -1,0 +1,140 @@
+package resources
+
+import (
+	"github.com/cosi-project/runtime/pkg/resource"
+	"github.com/cosi-project/runtime/pkg/resource/meta"
+	"github.com/cosi-project/runtime/pkg/resource/typed"
+
+	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
+)
+
+// PushStatusID is the ID of the agent's one PushStatus.
+const PushStatusID = resource.ID("controller")
+
+// APIEndpointsID is the ID of the pushed Kubernetes API endpoints.
+const APIEndpointsID = resource.ID("kubernetes")
+
+// PushStatusType says which controller push the agent runs and what it refused.
+const PushStatusType = resource.Type("PushStatuses.config.talos-lb.dev")
+
+// PushStatus says which controller push the agent runs and what it refused.
+type PushStatus = typed.Resource[Spec[resourcepb.PushStatusSpec, *resourcepb.PushStatusSpec], PushStatusExtension]
+
+// NewPushStatus returns an empty PushStatus.
+func NewPushStatus() *PushStatus {
+	return newResource[resourcepb.PushStatusSpec, *resourcepb.PushStatusSpec, PushStatusExtension](
+		ConfigNamespace, PushStatusType, PushStatusID, &resourcepb.PushStatusSpec{})
+}
+
+// PushStatusExtension provides the resource definition.
+type PushStatusExtension struct{}
+
+// ResourceDefinition implements meta.ResourceDefinitionProvider.
+func (PushStatusExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
+	return meta.ResourceDefinitionSpec{
+		Type:             PushStatusType,
+		Aliases:          []resource.Type{"push", "pushstatus"},
+		DefaultNamespace: ConfigNamespace,
+		PrintColumns: []meta.PrintColumn{
+			{Name: "Generation", JSONPath: "{.generation}"},
+			{Name: "Controller", JSONPath: "{.controller}"},
+			{Name: "Applied", JSONPath: "{.appliedAt}"},
+			{Name: "Service IPs", JSONPath: "{.serviceIps}"},
+			{Name: "Last Error", JSONPath: "{.lastError}"},
+		},
+	}
+}
+
+// ServiceIPType is one pushed load-balancer IP; its ID is the address.
+const ServiceIPType = resource.Type("ServiceIPs.service.talos-lb.dev")
+
+// ServiceIP is one pushed load-balancer IP and how to announce it.
+type ServiceIP = typed.Resource[Spec[resourcepb.ServiceIPSpec, *resourcepb.ServiceIPSpec], ServiceIPExtension]
+
+// NewServiceIP returns an empty ServiceIP for the address.
+func NewServiceIP(address string) *ServiceIP {
+	return newResource[resourcepb.ServiceIPSpec, *resourcepb.ServiceIPSpec, ServiceIPExtension](
+		ServiceNamespace, ServiceIPType, address, &resourcepb.ServiceIPSpec{})
+}
+
+// ServiceIPExtension provides the resource definition.
+type ServiceIPExtension struct{}
+
+// ResourceDefinition implements meta.ResourceDefinitionProvider.
+func (ServiceIPExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
+	return meta.ResourceDefinitionSpec{
+		Type:             ServiceIPType,
+		Aliases:          []resource.Type{"serviceip", "sip", "sips"},
+		DefaultNamespace: ServiceNamespace,
+		PrintColumns: []meta.PrintColumn{
+			{Name: "Services", JSONPath: "{.services[*]}"},
+			{Name: "L2 Ranking", JSONPath: "{.l2.ranking[*]}"},
+			{Name: "BGP", JSONPath: "{.bgp[*].advertisement}"},
+		},
+	}
+}
+
+// PushedBGPPeerType is a BGP router the controller told this node to peer with; its ID is the peer's name.
+const PushedBGPPeerType = resource.Type("PushedBGPPeers.bgp.talos-lb.dev")
+
+// PushedBGPPeer is a BGP router the controller told this node to peer with.
+// Its password never appears here: the agent keeps it in a private file named
+// by peer.passwordFile.
+type PushedBGPPeer = typed.Resource[Spec[resourcepb.PushedBgpPeer, *resourcepb.PushedBgpPeer], PushedBGPPeerExtension]
+
+// NewPushedBGPPeer returns an empty PushedBGPPeer.
+func NewPushedBGPPeer(name string) *PushedBGPPeer {
+	return newResource[resourcepb.PushedBgpPeer, *resourcepb.PushedBgpPeer, PushedBGPPeerExtension](
+		BGPNamespace, PushedBGPPeerType, name, &resourcepb.PushedBgpPeer{})
+}
+
+// PushedBGPPeerExtension provides the resource definition.
+type PushedBGPPeerExtension struct{}
+
+// ResourceDefinition implements meta.ResourceDefinitionProvider.
+func (PushedBGPPeerExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
+	return meta.ResourceDefinitionSpec{
+		Type:             PushedBGPPeerType,
+		Aliases:          []resource.Type{"pushedpeer", "pushedpeers"},
+		DefaultNamespace: BGPNamespace,
+		PrintColumns: []meta.PrintColumn{
+			{Name: "Address", JSONPath: "{.peer.address}"},
+			{Name: "ASN", JSONPath: "{.peer.asn}"},
+			{Name: "Local ASN", JSONPath: "{.localAsn}"},
+		},
+	}
+}
+
+// APIEndpointsType lists the Kubernetes API servers the controller saw ready.
+const APIEndpointsType = resource.Type("APIEndpoints.config.talos-lb.dev")
+
+// APIEndpoints lists the Kubernetes API servers the controller saw ready.
+type APIEndpoints = typed.Resource[Spec[resourcepb.ApiEndpointsSpec, *resourcepb.ApiEndpointsSpec], APIEndpointsExtension]
+
+// NewAPIEndpoints returns an empty APIEndpoints.
+func NewAPIEndpoints() *APIEndpoints {
+	return newResource[resourcepb.ApiEndpointsSpec, *resourcepb.ApiEndpointsSpec, APIEndpointsExtension](
+		ConfigNamespace, APIEndpointsType, APIEndpointsID, &resourcepb.ApiEndpointsSpec{})
+}
+
+// APIEndpointsExtension provides the resource definition.
+type APIEndpointsExtension struct{}
+
+// ResourceDefinition implements meta.ResourceDefinitionProvider.
+func (APIEndpointsExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
+	return meta.ResourceDefinitionSpec{
+		Type:             APIEndpointsType,
+		Aliases:          []resource.Type{"apiendpoints"},
+		DefaultNamespace: ConfigNamespace,
+		PrintColumns: []meta.PrintColumn{
+			{Name: "Endpoints", JSONPath: "{.endpoints[*]}"},
+		},
+	}
+}
+
+func init() {
+	registerType(PushStatusType, &PushStatus{})
+	registerType(ServiceIPType, &ServiceIP{})
+	registerType(PushedBGPPeerType, &PushedBGPPeer{})
+	registerType(APIEndpointsType, &APIEndpoints{})
+}
