@@ -68,7 +68,7 @@ func (ServiceIPExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
 		DefaultNamespace: ServiceNamespace,
 		PrintColumns: []meta.PrintColumn{
 			{Name: "Services", JSONPath: "{.services[*]}"},
-			{Name: "L2 Ranking", JSONPath: "{.l2.ranking[*]}"},
+			{Name: "L2 Nodes", JSONPath: "{.l2.nodeSet}"},
 			{Name: "BGP", JSONPath: "{.bgp[*].advertisement}"},
 		},
 	}

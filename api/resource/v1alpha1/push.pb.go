@@ -27,6 +27,11 @@ const (
 // NodeDesiredState is one node's full desired state. The push is level
 // triggered: every push carries everything, so a lost or repeated push is
 // harmless and a reconnect needs no replay.
+//
+// Everything but the first three fields and the peers is the same for every
+// node: nodes learn whether they are eligible from the node sets, not from
+// per-node flags. So the controller encodes the shared part once per change,
+// not once per node, which keeps a 1,000-node push cheap.
 type NodeDesiredState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Grows with every change of this node's state; the agent acks the one it runs.
@@ -36,11 +41,16 @@ type NodeDesiredState struct {
 	// Who computed it (the leading controller replica).
 	Controller string           `protobuf:"bytes,3,opt,name=controller,proto3" json:"controller,omitempty"`
 	ServiceIps []*ServiceIPSpec `protobuf:"bytes,4,rep,name=service_ips,json=serviceIps,proto3" json:"service_ips,omitempty"`
-	BgpPeers   []*PushedBgpPeer `protobuf:"bytes,5,rep,name=bgp_peers,json=bgpPeers,proto3" json:"bgp_peers,omitempty"`
+	// BGP routers this node peers with (after the peers' node selectors).
+	BgpPeers []*PushedBgpPeer `protobuf:"bytes,5,rep,name=bgp_peers,json=bgpPeers,proto3" json:"bgp_peers,omitempty"`
 	// host:port of every ready API server, from the default/kubernetes EndpointSlice.
-	ApiEndpoints  []string `protobuf:"bytes,6,rep,name=api_endpoints,json=apiEndpoints,proto3" json:"api_endpoints,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ApiEndpoints []string `protobuf:"bytes,6,rep,name=api_endpoints,json=apiEndpoints,proto3" json:"api_endpoints,omitempty"`
+	// Named sets of nodes the service IPs refer to.
+	NodeSets []*NodeSet `protobuf:"bytes,7,rep,name=node_sets,json=nodeSets,proto3" json:"node_sets,omitempty"`
+	// Named BGP advertisements the service IPs refer to.
+	BgpAdvertisements []*BgpAdvertisementRule `protobuf:"bytes,8,rep,name=bgp_advertisements,json=bgpAdvertisements,proto3" json:"bgp_advertisements,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *NodeDesiredState) Reset() {
@@ -115,6 +125,92 @@ func (x *NodeDesiredState) GetApiEndpoints() []string {
 	return nil
 }
 
+func (x *NodeDesiredState) GetNodeSets() []*NodeSet {
+	if x != nil {
+		return x.NodeSets
+	}
+	return nil
+}
+
+func (x *NodeDesiredState) GetBgpAdvertisements() []*BgpAdvertisementRule {
+	if x != nil {
+		return x.BgpAdvertisements
+	}
+	return nil
+}
+
+// NodeSet is a set of eligible nodes shared by many service IPs.
+type NodeSet struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Sorted node names.
+	Nodes []string `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Why a node outside the set is not eligible, per node ("no local endpoints",
+	// "excluded by label ...", "not ready"); nodes missing here have the default reason.
+	Excluded      map[string]string `protobuf:"bytes,3,rep,name=excluded,proto3" json:"excluded,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	DefaultReason string            `protobuf:"bytes,4,opt,name=default_reason,json=defaultReason,proto3" json:"default_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeSet) Reset() {
+	*x = NodeSet{}
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeSet) ProtoMessage() {}
+
+func (x *NodeSet) ProtoReflect() protoreflect.Message {
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeSet.ProtoReflect.Descriptor instead.
+func (*NodeSet) Descriptor() ([]byte, []int) {
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *NodeSet) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeSet) GetNodes() []string {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *NodeSet) GetExcluded() map[string]string {
+	if x != nil {
+		return x.Excluded
+	}
+	return nil
+}
+
+func (x *NodeSet) GetDefaultReason() string {
+	if x != nil {
+		return x.DefaultReason
+	}
+	return ""
+}
+
 // ServiceIPSpec is one load-balancer IP and how to announce it. Its ID is the address.
 type ServiceIPSpec struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -131,7 +227,7 @@ type ServiceIPSpec struct {
 
 func (x *ServiceIPSpec) Reset() {
 	*x = ServiceIPSpec{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[1]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -143,7 +239,7 @@ func (x *ServiceIPSpec) String() string {
 func (*ServiceIPSpec) ProtoMessage() {}
 
 func (x *ServiceIPSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[1]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -156,7 +252,7 @@ func (x *ServiceIPSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceIPSpec.ProtoReflect.Descriptor instead.
 func (*ServiceIPSpec) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{1}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ServiceIPSpec) GetAddress() string {
@@ -187,22 +283,21 @@ func (x *ServiceIPSpec) GetBgp() []*BgpAnnouncement {
 	return nil
 }
 
-// L2Announcement says who may answer ARP/NDP for a service IP.
+// L2Announcement says who may answer ARP/NDP for a service IP. The owner is the
+// first live node of the node set in the order pkg/rank gives for the address,
+// so every agent computes the same owner without asking anyone.
 type L2Announcement struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Eligible nodes, best first; the first live one owns the IP.
-	Ranking []string `protobuf:"bytes,1,rep,name=ranking,proto3" json:"ranking,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	NodeSet string                 `protobuf:"bytes,1,opt,name=node_set,json=nodeSet,proto3" json:"node_set,omitempty"`
 	// Interfaces to answer on; empty means every interface.
-	Interfaces []string `protobuf:"bytes,2,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
-	// Why this node is not in the ranking ("no local endpoints", "excluded by label", ...).
-	NotEligibleReason string `protobuf:"bytes,3,opt,name=not_eligible_reason,json=notEligibleReason,proto3" json:"not_eligible_reason,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	Interfaces    []string `protobuf:"bytes,2,rep,name=interfaces,proto3" json:"interfaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *L2Announcement) Reset() {
 	*x = L2Announcement{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[2]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -214,7 +309,7 @@ func (x *L2Announcement) String() string {
 func (*L2Announcement) ProtoMessage() {}
 
 func (x *L2Announcement) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[2]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -227,14 +322,14 @@ func (x *L2Announcement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use L2Announcement.ProtoReflect.Descriptor instead.
 func (*L2Announcement) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{2}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *L2Announcement) GetRanking() []string {
+func (x *L2Announcement) GetNodeSet() string {
 	if x != nil {
-		return x.Ranking
+		return x.NodeSet
 	}
-	return nil
+	return ""
 }
 
 func (x *L2Announcement) GetInterfaces() []string {
@@ -244,35 +339,19 @@ func (x *L2Announcement) GetInterfaces() []string {
 	return nil
 }
 
-func (x *L2Announcement) GetNotEligibleReason() string {
-	if x != nil {
-		return x.NotEligibleReason
-	}
-	return ""
-}
-
-// BgpAnnouncement is one BGP advertisement of a service IP.
+// BgpAnnouncement says which nodes announce a service IP under one advertisement.
 type BgpAnnouncement struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The advertisement it comes from.
+	// Name of a BgpAdvertisementRule in the same state.
 	Advertisement string `protobuf:"bytes,1,opt,name=advertisement,proto3" json:"advertisement,omitempty"`
-	// True when this node should announce; false with a reason otherwise.
-	Eligible          bool     `protobuf:"varint,2,opt,name=eligible,proto3" json:"eligible,omitempty"`
-	NotEligibleReason string   `protobuf:"bytes,3,opt,name=not_eligible_reason,json=notEligibleReason,proto3" json:"not_eligible_reason,omitempty"`
-	Communities       []string `protobuf:"bytes,4,rep,name=communities,proto3" json:"communities,omitempty"`
-	LargeCommunities  []string `protobuf:"bytes,5,rep,name=large_communities,json=largeCommunities,proto3" json:"large_communities,omitempty"`
-	LocalPref         uint32   `protobuf:"varint,6,opt,name=local_pref,json=localPref,proto3" json:"local_pref,omitempty"`
-	// Peers (by name) to announce to; empty means all.
-	Peers []string `protobuf:"bytes,7,rep,name=peers,proto3" json:"peers,omitempty"`
-	// Aggregation length, as MetalLB's aggregationLength; 0 means a host route.
-	AggregationLength uint32 `protobuf:"varint,8,opt,name=aggregation_length,json=aggregationLength,proto3" json:"aggregation_length,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	NodeSet       string `protobuf:"bytes,2,opt,name=node_set,json=nodeSet,proto3" json:"node_set,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BgpAnnouncement) Reset() {
 	*x = BgpAnnouncement{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[3]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -284,7 +363,7 @@ func (x *BgpAnnouncement) String() string {
 func (*BgpAnnouncement) ProtoMessage() {}
 
 func (x *BgpAnnouncement) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[3]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -297,7 +376,7 @@ func (x *BgpAnnouncement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BgpAnnouncement.ProtoReflect.Descriptor instead.
 func (*BgpAnnouncement) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{3}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BgpAnnouncement) GetAdvertisement() string {
@@ -307,51 +386,104 @@ func (x *BgpAnnouncement) GetAdvertisement() string {
 	return ""
 }
 
-func (x *BgpAnnouncement) GetEligible() bool {
+func (x *BgpAnnouncement) GetNodeSet() string {
 	if x != nil {
-		return x.Eligible
-	}
-	return false
-}
-
-func (x *BgpAnnouncement) GetNotEligibleReason() string {
-	if x != nil {
-		return x.NotEligibleReason
+		return x.NodeSet
 	}
 	return ""
 }
 
-func (x *BgpAnnouncement) GetCommunities() []string {
+// BgpAdvertisementRule is how a BGP advertisement announces its IPs.
+type BgpAdvertisementRule struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Name             string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Communities      []string               `protobuf:"bytes,2,rep,name=communities,proto3" json:"communities,omitempty"`
+	LargeCommunities []string               `protobuf:"bytes,3,rep,name=large_communities,json=largeCommunities,proto3" json:"large_communities,omitempty"`
+	LocalPref        uint32                 `protobuf:"varint,4,opt,name=local_pref,json=localPref,proto3" json:"local_pref,omitempty"`
+	// Peers (by name) to announce to; empty means all.
+	Peers []string `protobuf:"bytes,5,rep,name=peers,proto3" json:"peers,omitempty"`
+	// Prefix lengths to aggregate to, as MetalLB's aggregationLength; 0 means a host route.
+	AggregationLength   uint32 `protobuf:"varint,6,opt,name=aggregation_length,json=aggregationLength,proto3" json:"aggregation_length,omitempty"`
+	AggregationLengthV6 uint32 `protobuf:"varint,7,opt,name=aggregation_length_v6,json=aggregationLengthV6,proto3" json:"aggregation_length_v6,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *BgpAdvertisementRule) Reset() {
+	*x = BgpAdvertisementRule{}
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BgpAdvertisementRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BgpAdvertisementRule) ProtoMessage() {}
+
+func (x *BgpAdvertisementRule) ProtoReflect() protoreflect.Message {
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BgpAdvertisementRule.ProtoReflect.Descriptor instead.
+func (*BgpAdvertisementRule) Descriptor() ([]byte, []int) {
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BgpAdvertisementRule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BgpAdvertisementRule) GetCommunities() []string {
 	if x != nil {
 		return x.Communities
 	}
 	return nil
 }
 
-func (x *BgpAnnouncement) GetLargeCommunities() []string {
+func (x *BgpAdvertisementRule) GetLargeCommunities() []string {
 	if x != nil {
 		return x.LargeCommunities
 	}
 	return nil
 }
 
-func (x *BgpAnnouncement) GetLocalPref() uint32 {
+func (x *BgpAdvertisementRule) GetLocalPref() uint32 {
 	if x != nil {
 		return x.LocalPref
 	}
 	return 0
 }
 
-func (x *BgpAnnouncement) GetPeers() []string {
+func (x *BgpAdvertisementRule) GetPeers() []string {
 	if x != nil {
 		return x.Peers
 	}
 	return nil
 }
 
-func (x *BgpAnnouncement) GetAggregationLength() uint32 {
+func (x *BgpAdvertisementRule) GetAggregationLength() uint32 {
 	if x != nil {
 		return x.AggregationLength
+	}
+	return 0
+}
+
+func (x *BgpAdvertisementRule) GetAggregationLengthV6() uint32 {
+	if x != nil {
+		return x.AggregationLengthV6
 	}
 	return 0
 }
@@ -370,7 +502,7 @@ type PushedBgpPeer struct {
 
 func (x *PushedBgpPeer) Reset() {
 	*x = PushedBgpPeer{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[4]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -382,7 +514,7 @@ func (x *PushedBgpPeer) String() string {
 func (*PushedBgpPeer) ProtoMessage() {}
 
 func (x *PushedBgpPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[4]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -395,7 +527,7 @@ func (x *PushedBgpPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushedBgpPeer.ProtoReflect.Descriptor instead.
 func (*PushedBgpPeer) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{4}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PushedBgpPeer) GetPeer() *BgpPeerSpec {
@@ -438,7 +570,7 @@ type PushStatusSpec struct {
 
 func (x *PushStatusSpec) Reset() {
 	*x = PushStatusSpec{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[5]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +582,7 @@ func (x *PushStatusSpec) String() string {
 func (*PushStatusSpec) ProtoMessage() {}
 
 func (x *PushStatusSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[5]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +595,7 @@ func (x *PushStatusSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushStatusSpec.ProtoReflect.Descriptor instead.
 func (*PushStatusSpec) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{5}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PushStatusSpec) GetGeneration() uint64 {
@@ -532,7 +664,7 @@ type ApiEndpointsSpec struct {
 
 func (x *ApiEndpointsSpec) Reset() {
 	*x = ApiEndpointsSpec{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[6]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +676,7 @@ func (x *ApiEndpointsSpec) String() string {
 func (*ApiEndpointsSpec) ProtoMessage() {}
 
 func (x *ApiEndpointsSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[6]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +689,7 @@ func (x *ApiEndpointsSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiEndpointsSpec.ProtoReflect.Descriptor instead.
 func (*ApiEndpointsSpec) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{6}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ApiEndpointsSpec) GetEndpoints() []string {
@@ -571,7 +703,7 @@ var File_resource_v1alpha1_push_proto protoreflect.FileDescriptor
 
 const file_resource_v1alpha1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x1cresource/v1alpha1/push.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bresource/v1alpha1/bgp.proto\"\x9f\x02\n" +
+	"\x1cresource/v1alpha1/push.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bresource/v1alpha1/bgp.proto\"\xc2\x03\n" +
 	"\x10NodeDesiredState\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -583,28 +715,39 @@ const file_resource_v1alpha1_push_proto_rawDesc = "" +
 	"\vservice_ips\x18\x04 \x03(\v2).talos_lb.resource.v1alpha1.ServiceIPSpecR\n" +
 	"serviceIps\x12F\n" +
 	"\tbgp_peers\x18\x05 \x03(\v2).talos_lb.resource.v1alpha1.PushedBgpPeerR\bbgpPeers\x12#\n" +
-	"\rapi_endpoints\x18\x06 \x03(\tR\fapiEndpoints\"\xc0\x01\n" +
+	"\rapi_endpoints\x18\x06 \x03(\tR\fapiEndpoints\x12@\n" +
+	"\tnode_sets\x18\a \x03(\v2#.talos_lb.resource.v1alpha1.NodeSetR\bnodeSets\x12_\n" +
+	"\x12bgp_advertisements\x18\b \x03(\v20.talos_lb.resource.v1alpha1.BgpAdvertisementRuleR\x11bgpAdvertisements\"\xe6\x01\n" +
+	"\aNodeSet\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05nodes\x18\x02 \x03(\tR\x05nodes\x12M\n" +
+	"\bexcluded\x18\x03 \x03(\v21.talos_lb.resource.v1alpha1.NodeSet.ExcludedEntryR\bexcluded\x12%\n" +
+	"\x0edefault_reason\x18\x04 \x01(\tR\rdefaultReason\x1a;\n" +
+	"\rExcludedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc0\x01\n" +
 	"\rServiceIPSpec\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1a\n" +
 	"\bservices\x18\x02 \x03(\tR\bservices\x12:\n" +
 	"\x02l2\x18\x03 \x01(\v2*.talos_lb.resource.v1alpha1.L2AnnouncementR\x02l2\x12=\n" +
-	"\x03bgp\x18\x04 \x03(\v2+.talos_lb.resource.v1alpha1.BgpAnnouncementR\x03bgp\"z\n" +
-	"\x0eL2Announcement\x12\x18\n" +
-	"\aranking\x18\x01 \x03(\tR\aranking\x12\x1e\n" +
+	"\x03bgp\x18\x04 \x03(\v2+.talos_lb.resource.v1alpha1.BgpAnnouncementR\x03bgp\"K\n" +
+	"\x0eL2Announcement\x12\x19\n" +
+	"\bnode_set\x18\x01 \x01(\tR\anodeSet\x12\x1e\n" +
 	"\n" +
 	"interfaces\x18\x02 \x03(\tR\n" +
-	"interfaces\x12.\n" +
-	"\x13not_eligible_reason\x18\x03 \x01(\tR\x11notEligibleReason\"\xb6\x02\n" +
+	"interfaces\"R\n" +
 	"\x0fBgpAnnouncement\x12$\n" +
-	"\radvertisement\x18\x01 \x01(\tR\radvertisement\x12\x1a\n" +
-	"\beligible\x18\x02 \x01(\bR\beligible\x12.\n" +
-	"\x13not_eligible_reason\x18\x03 \x01(\tR\x11notEligibleReason\x12 \n" +
-	"\vcommunities\x18\x04 \x03(\tR\vcommunities\x12+\n" +
-	"\x11large_communities\x18\x05 \x03(\tR\x10largeCommunities\x12\x1d\n" +
+	"\radvertisement\x18\x01 \x01(\tR\radvertisement\x12\x19\n" +
+	"\bnode_set\x18\x02 \x01(\tR\anodeSet\"\x91\x02\n" +
+	"\x14BgpAdvertisementRule\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12 \n" +
+	"\vcommunities\x18\x02 \x03(\tR\vcommunities\x12+\n" +
+	"\x11large_communities\x18\x03 \x03(\tR\x10largeCommunities\x12\x1d\n" +
 	"\n" +
-	"local_pref\x18\x06 \x01(\rR\tlocalPref\x12\x14\n" +
-	"\x05peers\x18\a \x03(\tR\x05peers\x12-\n" +
-	"\x12aggregation_length\x18\b \x01(\rR\x11aggregationLength\"\x85\x01\n" +
+	"local_pref\x18\x04 \x01(\rR\tlocalPref\x12\x14\n" +
+	"\x05peers\x18\x05 \x03(\tR\x05peers\x12-\n" +
+	"\x12aggregation_length\x18\x06 \x01(\rR\x11aggregationLength\x122\n" +
+	"\x15aggregation_length_v6\x18\a \x01(\rR\x13aggregationLengthV6\"\x85\x01\n" +
 	"\rPushedBgpPeer\x12;\n" +
 	"\x04peer\x18\x01 \x01(\v2'.talos_lb.resource.v1alpha1.BgpPeerSpecR\x04peer\x12\x1b\n" +
 	"\tlocal_asn\x18\x02 \x01(\rR\blocalAsn\x12\x1a\n" +
@@ -640,30 +783,36 @@ func file_resource_v1alpha1_push_proto_rawDescGZIP() []byte {
 	return file_resource_v1alpha1_push_proto_rawDescData
 }
 
-var file_resource_v1alpha1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_resource_v1alpha1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_resource_v1alpha1_push_proto_goTypes = []any{
 	(*NodeDesiredState)(nil),      // 0: talos_lb.resource.v1alpha1.NodeDesiredState
-	(*ServiceIPSpec)(nil),         // 1: talos_lb.resource.v1alpha1.ServiceIPSpec
-	(*L2Announcement)(nil),        // 2: talos_lb.resource.v1alpha1.L2Announcement
-	(*BgpAnnouncement)(nil),       // 3: talos_lb.resource.v1alpha1.BgpAnnouncement
-	(*PushedBgpPeer)(nil),         // 4: talos_lb.resource.v1alpha1.PushedBgpPeer
-	(*PushStatusSpec)(nil),        // 5: talos_lb.resource.v1alpha1.PushStatusSpec
-	(*ApiEndpointsSpec)(nil),      // 6: talos_lb.resource.v1alpha1.ApiEndpointsSpec
-	(*BgpPeerSpec)(nil),           // 7: talos_lb.resource.v1alpha1.BgpPeerSpec
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*NodeSet)(nil),               // 1: talos_lb.resource.v1alpha1.NodeSet
+	(*ServiceIPSpec)(nil),         // 2: talos_lb.resource.v1alpha1.ServiceIPSpec
+	(*L2Announcement)(nil),        // 3: talos_lb.resource.v1alpha1.L2Announcement
+	(*BgpAnnouncement)(nil),       // 4: talos_lb.resource.v1alpha1.BgpAnnouncement
+	(*BgpAdvertisementRule)(nil),  // 5: talos_lb.resource.v1alpha1.BgpAdvertisementRule
+	(*PushedBgpPeer)(nil),         // 6: talos_lb.resource.v1alpha1.PushedBgpPeer
+	(*PushStatusSpec)(nil),        // 7: talos_lb.resource.v1alpha1.PushStatusSpec
+	(*ApiEndpointsSpec)(nil),      // 8: talos_lb.resource.v1alpha1.ApiEndpointsSpec
+	nil,                           // 9: talos_lb.resource.v1alpha1.NodeSet.ExcludedEntry
+	(*BgpPeerSpec)(nil),           // 10: talos_lb.resource.v1alpha1.BgpPeerSpec
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_resource_v1alpha1_push_proto_depIdxs = []int32{
-	1, // 0: talos_lb.resource.v1alpha1.NodeDesiredState.service_ips:type_name -> talos_lb.resource.v1alpha1.ServiceIPSpec
-	4, // 1: talos_lb.resource.v1alpha1.NodeDesiredState.bgp_peers:type_name -> talos_lb.resource.v1alpha1.PushedBgpPeer
-	2, // 2: talos_lb.resource.v1alpha1.ServiceIPSpec.l2:type_name -> talos_lb.resource.v1alpha1.L2Announcement
-	3, // 3: talos_lb.resource.v1alpha1.ServiceIPSpec.bgp:type_name -> talos_lb.resource.v1alpha1.BgpAnnouncement
-	7, // 4: talos_lb.resource.v1alpha1.PushedBgpPeer.peer:type_name -> talos_lb.resource.v1alpha1.BgpPeerSpec
-	8, // 5: talos_lb.resource.v1alpha1.PushStatusSpec.applied_at:type_name -> google.protobuf.Timestamp
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	2,  // 0: talos_lb.resource.v1alpha1.NodeDesiredState.service_ips:type_name -> talos_lb.resource.v1alpha1.ServiceIPSpec
+	6,  // 1: talos_lb.resource.v1alpha1.NodeDesiredState.bgp_peers:type_name -> talos_lb.resource.v1alpha1.PushedBgpPeer
+	1,  // 2: talos_lb.resource.v1alpha1.NodeDesiredState.node_sets:type_name -> talos_lb.resource.v1alpha1.NodeSet
+	5,  // 3: talos_lb.resource.v1alpha1.NodeDesiredState.bgp_advertisements:type_name -> talos_lb.resource.v1alpha1.BgpAdvertisementRule
+	9,  // 4: talos_lb.resource.v1alpha1.NodeSet.excluded:type_name -> talos_lb.resource.v1alpha1.NodeSet.ExcludedEntry
+	3,  // 5: talos_lb.resource.v1alpha1.ServiceIPSpec.l2:type_name -> talos_lb.resource.v1alpha1.L2Announcement
+	4,  // 6: talos_lb.resource.v1alpha1.ServiceIPSpec.bgp:type_name -> talos_lb.resource.v1alpha1.BgpAnnouncement
+	10, // 7: talos_lb.resource.v1alpha1.PushedBgpPeer.peer:type_name -> talos_lb.resource.v1alpha1.BgpPeerSpec
+	11, // 8: talos_lb.resource.v1alpha1.PushStatusSpec.applied_at:type_name -> google.protobuf.Timestamp
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_resource_v1alpha1_push_proto_init() }
@@ -678,7 +827,7 @@ func file_resource_v1alpha1_push_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_resource_v1alpha1_push_proto_rawDesc), len(file_resource_v1alpha1_push_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
