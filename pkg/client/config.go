@@ -21,6 +21,9 @@ const EnvConfig = "LBCONFIG"
 // DefaultAgentPort is where agents listen unless the config says otherwise.
 const DefaultAgentPort = "50070"
 
+// DefaultControllerPort is where lb-controller serves lbctl unless told otherwise.
+const DefaultControllerPort = "50071"
+
 // Config is an lbctl client config file.
 type Config struct {
 	Context  string              `yaml:"context"`
@@ -31,9 +34,11 @@ type Config struct {
 type Context struct {
 	// Endpoints are agent addresses (host or host:port) used when no --nodes are given.
 	Endpoints []string `yaml:"endpoints"`
-	CA        string   `yaml:"ca"`
-	Crt       string   `yaml:"crt"`
-	Key       string   `yaml:"key"`
+	// Controller is lb-controller's address (host or host:port), used by --controller.
+	Controller string `yaml:"controller,omitempty"`
+	CA         string `yaml:"ca"`
+	Crt        string `yaml:"crt"`
+	Key        string `yaml:"key"`
 }
 
 // DefaultConfigPath is $LBCONFIG, else ~/.talos-lb/config.

@@ -28,30 +28,42 @@ type Agent struct {
 
 // WithDefaultPort appends the agent port to a bare host.
 func WithDefaultPort(endpoint string) string {
+	return withPort(endpoint, DefaultAgentPort)
+}
+
+func withPort(endpoint, port string) string {
 	if _, _, err := net.SplitHostPort(endpoint); err == nil {
 		return endpoint
 	}
 
-	return net.JoinHostPort(endpoint, DefaultAgentPort)
+	return net.JoinHostPort(endpoint, port)
 }
 
 // DialAgent connects lazily to an agent at endpoint (host or host:port).
 func DialAgent(endpoint string, c *Context) (*Agent, error) {
+	return dial(withPort(endpoint, DefaultAgentPort), c, pki.AgentServerName)
+}
+
+// DialController connects lazily to lb-controller at endpoint (host or
+// host:port). It serves the same read API as an agent, over its own resources.
+func DialController(endpoint string, c *Context) (*Agent, error) {
+	return dial(withPort(endpoint, DefaultControllerPort), c, pki.ControllerServerName)
+}
+
+func dial(endpoint string, c *Context, serverName string) (*Agent, error) {
 	caPEM, certPEM, keyPEM, err := c.PEM()
 	if err != nil {
 		return nil, err
 	}
 
-	tlsConfig, err := pki.ClientTLS(caPEM, certPEM, keyPEM, pki.AgentServerName)
+	tlsConfig, err := pki.ClientTLS(caPEM, certPEM, keyPEM, serverName)
 	if err != nil {
 		return nil, fmt.Errorf("client config: %w", err)
 	}
 
-	endpoint = WithDefaultPort(endpoint)
-
 	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(credentials.NewTLS(tlsConfig)))
 	if err != nil {
-		return nil, fmt.Errorf("connecting to agent %s: %w", endpoint, err)
+		return nil, fmt.Errorf("connecting to %s: %w", endpoint, err)
 	}
 
 	return &Agent{

@@ -21,6 +21,7 @@ type globals struct {
 	configPath string
 	context    string
 	nodes      []string
+	controller string
 	out        io.Writer
 }
 
@@ -41,6 +42,9 @@ func NewRoot() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.context, "context", "", "context of the client config to use (default: its current context)")
 	root.PersistentFlags().StringSliceVarP(&g.nodes, "nodes", "n", nil, "agents to talk to (host or host:port); default: the context's endpoints")
 
+	root.PersistentFlags().StringVarP(&g.controller, "controller", "c", "", "talk to lb-controller instead of agents (host or host:port; bare --controller uses the context's controller)")
+	root.PersistentFlags().Lookup("controller").NoOptDefVal = contextController
+
 	root.AddCommand(newGetCmd(g), newVersionCmd(g), newReloadCmd(g), newGenCmd(g), newValidateCmd(g), newDoctorCmd(g))
 
 	return root
@@ -60,7 +64,10 @@ func Execute(ctx context.Context, args []string) int {
 	return 0
 }
 
-// agents dials every selected node; the caller closes them.
+// contextController is the --controller value meaning "the context's controller".
+const contextController = "(context)"
+
+// agents dials every selected node, or the controller with --controller; the caller closes them.
 func (g *globals) agents() ([]*client.Agent, error) {
 	cfg, err := client.LoadConfig(g.configPath)
 	if err != nil {
@@ -70,6 +77,24 @@ func (g *globals) agents() ([]*client.Agent, error) {
 	cctx, err := cfg.Current(g.context)
 	if err != nil {
 		return nil, err
+	}
+
+	if g.controller != "" {
+		endpoint := g.controller
+		if endpoint == contextController {
+			endpoint = cctx.Controller
+		}
+
+		if endpoint == "" {
+			return nil, errors.New("no controller: pass --controller=host[:port] or set controller in the client config")
+		}
+
+		c, err := client.DialController(endpoint, cctx)
+		if err != nil {
+			return nil, err
+		}
+
+		return []*client.Agent{c}, nil
 	}
 
 	nodes := g.nodes
