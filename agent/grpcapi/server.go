@@ -40,6 +40,7 @@ var Policy = authz.Policy{
 	healthpb.Health_List_FullMethodName:              authz.Readers,
 	agentpb.AgentService_Version_FullMethodName:      authz.Readers,
 	agentpb.AgentService_ReloadConfig_FullMethodName: {pki.RoleAdmin},
+	agentpb.AgentService_Push_FullMethodName:         {pki.RoleController},
 }
 
 // Reloader re-reads the agent's configuration on demand.
@@ -47,11 +48,18 @@ type Reloader interface {
 	Reload(ctx context.Context) (accepted bool, generation uint64, err error)
 }
 
+// Pusher applies the controller's pushes (agent/push).
+type Pusher interface {
+	Push(ctx context.Context, req *agentpb.PushRequest) (*agentpb.PushResponse, error)
+}
+
 // Options configure the server.
 type Options struct {
 	// State is served read-only; writes are refused even if the policy let them through.
 	State    state.CoreState
 	Reloader Reloader
+	// Pusher may be nil: Push then answers Unimplemented.
+	Pusher   Pusher
 	NodeName string
 	Version  string
 	// TLS must require and verify client certificates (pki.ServerTLS).
@@ -168,4 +176,12 @@ func (a *agentService) ReloadConfig(ctx context.Context, _ *agentpb.ReloadConfig
 	}
 
 	return resp, nil
+}
+
+func (a *agentService) Push(ctx context.Context, req *agentpb.PushRequest) (*agentpb.PushResponse, error) {
+	if a.opts.Pusher == nil {
+		return nil, status.Error(codes.Unimplemented, "this agent takes no pushes")
+	}
+
+	return a.opts.Pusher.Push(ctx, req)
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/talos-lb/talos-lb/agent/grpcapi"
 	agentpb "github.com/talos-lb/talos-lb/api/agent/v1alpha1"
+	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
 	"github.com/talos-lb/talos-lb/pkg/client"
 	"github.com/talos-lb/talos-lb/pkg/pki"
 	"github.com/talos-lb/talos-lb/pkg/resources"
@@ -36,9 +37,18 @@ func (r *countingReloader) Reload(context.Context) (bool, uint64, error) {
 	return true, uint64(r.calls), nil
 }
 
+type countingPusher struct{ calls int }
+
+func (p *countingPusher) Push(_ context.Context, req *agentpb.PushRequest) (*agentpb.PushResponse, error) {
+	p.calls++
+
+	return &agentpb.PushResponse{Accepted: true, Generation: req.GetState().GetGeneration()}, nil
+}
+
 type fixture struct {
-	addr string
-	ca   *pki.KeyPair
+	addr   string
+	ca     *pki.KeyPair
+	pusher *countingPusher
 }
 
 func start(t *testing.T, reloader grpcapi.Reloader) *fixture {
@@ -56,8 +66,10 @@ func start(t *testing.T, reloader grpcapi.Reloader) *fixture {
 	st := state.WrapCore(namespaced.NewState(inmem.Build))
 	require.NoError(t, resources.Register(t.Context(), st))
 
+	pusher := &countingPusher{}
+
 	srv := grpcapi.New(grpcapi.Options{
-		State: st, Reloader: reloader, NodeName: "node-1", Version: "test",
+		State: st, Reloader: reloader, Pusher: pusher, NodeName: "node-1", Version: "test",
 		TLS: tlsConfig, Registry: prometheus.NewRegistry(), Logger: zaptest.NewLogger(t),
 	})
 
@@ -68,7 +80,7 @@ func start(t *testing.T, reloader grpcapi.Reloader) *fixture {
 
 	t.Cleanup(func() { srv.Stop(time.Second) })
 
-	return &fixture{addr: ln.Addr().String(), ca: ca}
+	return &fixture{addr: ln.Addr().String(), ca: ca, pusher: pusher}
 }
 
 func (f *fixture) dial(t *testing.T, role pki.Role) *client.Agent {
@@ -115,9 +127,19 @@ func TestRolesDecideWhatACallerMayDo(t *testing.T) {
 		} else {
 			require.Equal(t, codes.PermissionDenied, status.Code(err), "reload as %s: %v", role, err)
 		}
+
+		// Only the controller pushes desired state.
+		resp, err := a.API.Push(ctx, &agentpb.PushRequest{State: &resourcepb.NodeDesiredState{Node: "node-1", Generation: 7}})
+		if role == pki.RoleController {
+			require.NoError(t, err)
+			require.Equal(t, uint64(7), resp.GetGeneration())
+		} else {
+			require.Equal(t, codes.PermissionDenied, status.Code(err), "push as %s: %v", role, err)
+		}
 	}
 
 	require.Equal(t, 1, reloader.calls)
+	require.Equal(t, 1, f.pusher.calls)
 }
 
 func TestAgentCertificateIsNotAClient(t *testing.T) {

@@ -1,0 +1,282 @@
+package push
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/cosi-project/runtime/pkg/resource"
+	"github.com/cosi-project/runtime/pkg/safe"
+	"github.com/cosi-project/runtime/pkg/state"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
+	"github.com/talos-lb/talos-lb/pkg/resources"
+)
+
+// PasswordDir is the directory under the state directory holding one file
+// per pushed BGP peer with a password, named after the peer.
+const PasswordDir = "bgp-passwords"
+
+// published is what this handler put into the state, so an apply writes only
+// what changed and removes only what it made. It is updated resource by
+// resource, so a failed apply leaves it telling the truth.
+type published struct {
+	serviceIPs map[string]*resourcepb.ServiceIPSpec
+	peers      map[string]*resourcepb.PushedBgpPeer
+	endpoints  []string
+}
+
+func newPublished() published {
+	return published{serviceIPs: map[string]*resourcepb.ServiceIPSpec{}, peers: map[string]*resourcepb.PushedBgpPeer{}}
+}
+
+// apply publishes a valid state and makes it the running one.
+func (h *Handler) apply(ctx context.Context, s *resourcepb.NodeDesiredState, appliedAt time.Time) error {
+	st := h.opts.State
+
+	want := make(map[string]bool, len(s.GetServiceIps()))
+
+	for _, sip := range s.GetServiceIps() {
+		addr := sip.GetAddress()
+		want[addr] = true
+
+		if old, ok := h.pub.serviceIPs[addr]; ok && proto.Equal(old, sip) {
+			continue
+		}
+
+		if err := safe.StateModify(ctx, st, resources.NewServiceIP(addr), func(r *resources.ServiceIP) error {
+			r.TypedSpec().Value = sip
+
+			return nil
+		}); err != nil {
+			return fmt.Errorf("publishing service IP %s: %w", addr, err)
+		}
+
+		h.pub.serviceIPs[addr] = sip
+	}
+
+	for addr := range h.pub.serviceIPs {
+		if want[addr] {
+			continue
+		}
+
+		if err := destroy(ctx, st, resources.NewServiceIP(addr).Metadata()); err != nil {
+			return fmt.Errorf("removing service IP %s: %w", addr, err)
+		}
+
+		delete(h.pub.serviceIPs, addr)
+	}
+
+	if err := h.applyPeers(ctx, s.GetBgpPeers()); err != nil {
+		return err
+	}
+
+	if err := h.applyEndpoints(ctx, s.GetApiEndpoints()); err != nil {
+		return err
+	}
+
+	h.running = s
+	h.generation.Set(float64(s.GetGeneration()))
+
+	return h.writeStatus(ctx, func(p *resourcepb.PushStatusSpec) {
+		p.AppliedAt = timestamppb.New(appliedAt)
+		p.RejectedGeneration = 0
+		p.LastError = ""
+	})
+}
+
+// applyPeers publishes the peers without their passwords: those go to
+// private files that the resources name.
+func (h *Handler) applyPeers(ctx context.Context, peers []*resourcepb.PushedBgpPeer) error {
+	st := h.opts.State
+	dir := filepath.Join(h.opts.StateDir, PasswordDir)
+	want := make(map[string]bool, len(peers))
+
+	for _, p := range peers {
+		name := p.GetPeer().GetName()
+		want[name] = true
+
+		spec := proto.CloneOf(p)
+		spec.Password = ""
+		spec.Peer.PasswordFile = ""
+
+		if p.GetPassword() != "" {
+			path := filepath.Join(dir, name)
+			if err := writeSecret(path, []byte(p.GetPassword())); err != nil {
+				return fmt.Errorf("BGP peer %s: writing its password: %w", name, err)
+			}
+
+			spec.Peer.PasswordFile = path
+		}
+
+		if old, ok := h.pub.peers[name]; ok && proto.Equal(old, spec) {
+			continue
+		}
+
+		if err := safe.StateModify(ctx, st, resources.NewPushedBGPPeer(name), func(r *resources.PushedBGPPeer) error {
+			r.TypedSpec().Value = spec
+
+			return nil
+		}); err != nil {
+			return fmt.Errorf("publishing BGP peer %s: %w", name, err)
+		}
+
+		h.pub.peers[name] = spec
+	}
+
+	for name := range h.pub.peers {
+		if want[name] {
+			continue
+		}
+
+		if err := destroy(ctx, st, resources.NewPushedBGPPeer(name).Metadata()); err != nil {
+			return fmt.Errorf("removing BGP peer %s: %w", name, err)
+		}
+
+		delete(h.pub.peers, name)
+	}
+
+	return removeStalePasswords(dir, peers)
+}
+
+// removeStalePasswords deletes the password files of peers no longer pushed
+// or pushed without a password (also those left by an earlier run).
+func removeStalePasswords(dir string, peers []*resourcepb.PushedBgpPeer) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+
+	if err != nil {
+		return fmt.Errorf("listing BGP password files: %w", err)
+	}
+
+	keep := make(map[string]bool, len(peers))
+	for _, p := range peers {
+		if p.GetPassword() != "" {
+			keep[p.GetPeer().GetName()] = true
+		}
+	}
+
+	for _, e := range entries {
+		if keep[e.Name()] {
+			continue
+		}
+
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("removing BGP password file: %w", err)
+		}
+	}
+
+	return nil
+}
+
+func (h *Handler) applyEndpoints(ctx context.Context, endpoints []string) error {
+	if h.pub.endpoints != nil && slices.Equal(h.pub.endpoints, endpoints) {
+		return nil
+	}
+
+	st := h.opts.State
+
+	if len(endpoints) == 0 {
+		if err := destroy(ctx, st, resources.NewAPIEndpoints().Metadata()); err != nil {
+			return fmt.Errorf("removing API endpoints: %w", err)
+		}
+
+		h.pub.endpoints = []string{}
+
+		return nil
+	}
+
+	if err := safe.StateModify(ctx, st, resources.NewAPIEndpoints(), func(r *resources.APIEndpoints) error {
+		r.TypedSpec().Value.Endpoints = endpoints
+
+		return nil
+	}); err != nil {
+		return fmt.Errorf("publishing API endpoints: %w", err)
+	}
+
+	h.pub.endpoints = endpoints
+
+	return nil
+}
+
+// writeStatus publishes PushStatus from the running state, then lets edit
+// set what the caller knows (applied time, rejection).
+func (h *Handler) writeStatus(ctx context.Context, edit func(*resourcepb.PushStatusSpec)) error {
+	s := h.running
+
+	if err := safe.StateModify(ctx, h.opts.State, resources.NewPushStatus(), func(r *resources.PushStatus) error {
+		p := r.TypedSpec().Value
+		p.Generation = s.GetGeneration()
+		p.Controller = s.GetController()
+		p.ServiceIps = uint32(len(s.GetServiceIps()))     //nolint:gosec // a count of pushed entries
+		p.BgpPeers = uint32(len(s.GetBgpPeers()))         //nolint:gosec // a count of pushed entries
+		p.ApiEndpoints = uint32(len(s.GetApiEndpoints())) //nolint:gosec // a count of pushed entries
+		edit(p)
+
+		return nil
+	}); err != nil {
+		return fmt.Errorf("publishing push status: %w", err)
+	}
+
+	return nil
+}
+
+func destroy(ctx context.Context, st state.State, md resource.Pointer) error {
+	if err := st.Destroy(ctx, md); err != nil && !state.IsNotFoundError(err) {
+		return err
+	}
+
+	return nil
+}
+
+// writeSecret writes a file readable by its owner only, atomically, and
+// leaves it alone when it already holds data.
+func writeSecret(path string, data []byte) error {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return nil
+	}
+
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+
+	return writeAtomic(path, data)
+}
+
+// writeAtomic leaves either the old or the new content at path, never half of it.
+func writeAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+
+	tmp := f.Name()
+
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+
+	if closeErr := f.Close(); err == nil {
+		err = closeErr
+	}
+
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+
+	if err != nil {
+		return errors.Join(err, os.Remove(tmp))
+	}
+
+	return nil
+}
