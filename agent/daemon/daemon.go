@@ -36,6 +36,7 @@ import (
 	"github.com/talos-lb/talos-lb/agent/ipvs/snat"
 	"github.com/talos-lb/talos-lb/agent/node"
 	"github.com/talos-lb/talos-lb/agent/proxy"
+	"github.com/talos-lb/talos-lb/agent/push"
 	"github.com/talos-lb/talos-lb/agent/vip"
 	"github.com/talos-lb/talos-lb/pkg/config"
 	"github.com/talos-lb/talos-lb/pkg/l2"
@@ -88,6 +89,14 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("creating state directory (stateDir): %w", err)
 	}
 
+	// The last pushed state runs again at once, whether or not the controller is there.
+	pushes := push.New(push.Options{
+		State: st, NodeName: cfg.Node.Name, StateDir: cfg.StateDir, Registry: reg, Logger: logger.Named("push"),
+	})
+	if err := pushes.Restore(ctx); err != nil {
+		return err
+	}
+
 	serverTLS, clientTLS, err := loadTLS(cfg.API.TLS)
 	if err != nil {
 		return err
@@ -138,7 +147,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 
 	api := grpcapi.New(grpcapi.Options{
-		State: st, Reloader: watcher, NodeName: cfg.Node.Name, Version: version.Version,
+		State: st, Reloader: watcher, Pusher: pushes, NodeName: cfg.Node.Name, Version: version.Version,
 		TLS: serverTLS, Registry: reg, Logger: logger.Named("api"),
 	})
 
