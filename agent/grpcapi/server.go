@@ -43,6 +43,10 @@ var Policy = authz.Policy{
 	agentpb.AgentService_Push_FullMethodName:         {pki.RoleController},
 }
 
+// MaxRecvBytes bounds a request: a pushed state with every service IP of a
+// large cluster is far above gRPC's default of 4 MiB.
+const MaxRecvBytes = 64 << 20
+
 // Reloader re-reads the agent's configuration on demand.
 type Reloader interface {
 	Reload(ctx context.Context) (accepted bool, generation uint64, err error)
@@ -89,6 +93,7 @@ func New(opts Options) *Server {
 
 	s := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(opts.TLS)),
+		grpc.MaxRecvMsgSize(MaxRecvBytes),
 		grpc.ChainUnaryInterceptor(
 			func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 				resp, err := handler(ctx, req)
