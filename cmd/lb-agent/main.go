@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"github.com/talos-lb/talos-lb/agent/daemon"
+	"github.com/talos-lb/talos-lb/pkg/logging"
 	"github.com/talos-lb/talos-lb/pkg/version"
 )
 
@@ -31,7 +31,7 @@ func main() {
 		return
 	}
 
-	logger, err := newLogger(*logFormat)
+	logger, err := logging.New(*logFormat)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "lb-agent:", err)
 		os.Exit(2)
@@ -59,22 +59,4 @@ func main() {
 		logger.Sync() //nolint:errcheck
 		os.Exit(1)
 	}
-}
-
-func newLogger(format string) (*zap.Logger, error) {
-	cfg := zap.NewProductionConfig()
-	cfg.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
-	cfg.Sampling = nil
-	// Errors here are operational (a rejected config, an unreachable peer): a stack trace only buries them.
-	cfg.DisableStacktrace = true
-
-	switch format {
-	case "json":
-	case "console":
-		cfg.Encoding = "console"
-	default:
-		return nil, fmt.Errorf("unknown --log-format %q (json or console)", format)
-	}
-
-	return cfg.Build()
 }
