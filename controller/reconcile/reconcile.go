@@ -320,9 +320,18 @@ func nodeReady(n *corev1.Node) bool {
 	return false
 }
 
-// agentAddress is where the node's agent listens: its InternalIP (else
-// ExternalIP) and the agent port. Empty when the Node has no address yet.
+// AnnotationAgentEndpoint on a Node overrides where its agent listens
+// (host:port), for agents on another address or port than the rest.
+const AnnotationAgentEndpoint = "lb.talos-lb.dev/agent-endpoint"
+
+// agentAddress is where the node's agent listens: the annotation, else its
+// InternalIP (else ExternalIP) and the agent port. Empty when the Node has no
+// address yet.
 func (r *Reconciler) agentAddress(n *corev1.Node) string {
+	if ep := n.Annotations[AnnotationAgentEndpoint]; ep != "" {
+		return ep
+	}
+
 	for _, want := range []corev1.NodeAddressType{corev1.NodeInternalIP, corev1.NodeExternalIP} {
 		for _, a := range n.Status.Addresses {
 			if a.Type == want {
