@@ -22,7 +22,7 @@ func statePath(dir string) string {
 }
 
 // save keeps s atomically: a crash leaves the previous or the new state.
-func save(dir string, s *resourcepb.NodeDesiredState) error {
+func save(dir string, s *resourcepb.NodeDesiredState, sync bool) error {
 	data, err := proto.MarshalOptions{Deterministic: true}.Marshal(s)
 	if err != nil {
 		return fmt.Errorf("encoding pushed state: %w", err)
@@ -32,7 +32,7 @@ func save(dir string, s *resourcepb.NodeDesiredState) error {
 		return fmt.Errorf("creating state directory: %w", err)
 	}
 
-	if err := writeAtomic(statePath(dir), data); err != nil {
+	if err := writeAtomic(statePath(dir), data, sync); err != nil {
 		return fmt.Errorf("writing %s: %w", statePath(dir), err)
 	}
 

@@ -31,6 +31,8 @@ type published struct {
 	serviceIPs map[string]*resourcepb.ServiceIPSpec
 	peers      map[string]*resourcepb.PushedBgpPeer
 	endpoints  []string
+	// passwords written, by peer; nil until the directory was first cleaned.
+	passwords map[string]string
 }
 
 func newPublished() published {
@@ -107,10 +109,17 @@ func (h *Handler) applyPeers(ctx context.Context, peers []*resourcepb.PushedBgpP
 		spec.Password = ""
 		spec.Peer.PasswordFile = ""
 
-		if p.GetPassword() != "" {
+		if pw := p.GetPassword(); pw != "" {
 			path := filepath.Join(dir, name)
-			if err := writeSecret(path, []byte(p.GetPassword())); err != nil {
-				return fmt.Errorf("BGP peer %s: writing its password: %w", name, err)
+
+			if old, ok := h.pub.passwords[name]; !ok || old != pw {
+				if err := writeSecret(path, []byte(pw)); err != nil {
+					return fmt.Errorf("BGP peer %s: writing its password: %w", name, err)
+				}
+
+				if h.pub.passwords != nil {
+					h.pub.passwords[name] = pw
+				}
 			}
 
 			spec.Peer.PasswordFile = path
@@ -143,37 +152,48 @@ func (h *Handler) applyPeers(ctx context.Context, peers []*resourcepb.PushedBgpP
 		delete(h.pub.peers, name)
 	}
 
-	return removeStalePasswords(dir, peers)
+	return h.removeStalePasswords(dir, peers)
 }
 
 // removeStalePasswords deletes the password files of peers no longer pushed
-// or pushed without a password (also those left by an earlier run).
-func removeStalePasswords(dir string, peers []*resourcepb.PushedBgpPeer) error {
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
+// or pushed without a password; the first time, also those an earlier run left.
+func (h *Handler) removeStalePasswords(dir string, peers []*resourcepb.PushedBgpPeer) error {
+	keep := make(map[string]string, len(peers))
 
-	if err != nil {
-		return fmt.Errorf("listing BGP password files: %w", err)
-	}
-
-	keep := make(map[string]bool, len(peers))
 	for _, p := range peers {
-		if p.GetPassword() != "" {
-			keep[p.GetPeer().GetName()] = true
+		if pw := p.GetPassword(); pw != "" {
+			keep[p.GetPeer().GetName()] = pw
 		}
 	}
 
-	for _, e := range entries {
-		if keep[e.Name()] {
+	var stale []string
+
+	if h.pub.passwords == nil {
+		entries, err := os.ReadDir(dir)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("listing BGP password files: %w", err)
+		}
+
+		for _, e := range entries {
+			stale = append(stale, e.Name())
+		}
+	} else {
+		for name := range h.pub.passwords {
+			stale = append(stale, name)
+		}
+	}
+
+	for _, name := range stale {
+		if _, ok := keep[name]; ok {
 			continue
 		}
 
-		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("removing BGP password file: %w", err)
 		}
 	}
+
+	h.pub.passwords = keep
 
 	return nil
 }
@@ -249,11 +269,12 @@ func writeSecret(path string, data []byte) error {
 		return err
 	}
 
-	return writeAtomic(path, data)
+	return writeAtomic(path, data, true)
 }
 
-// writeAtomic leaves either the old or the new content at path, never half of it.
-func writeAtomic(path string, data []byte) error {
+// writeAtomic leaves either the old or the new content at path, never half
+// of it; with sync, the new content is on disk before it replaces the old.
+func writeAtomic(path string, data []byte, sync bool) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
@@ -262,7 +283,7 @@ func writeAtomic(path string, data []byte) error {
 	tmp := f.Name()
 
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 

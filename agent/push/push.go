@@ -40,6 +40,9 @@ type Options struct {
 	NodeName string
 	// StateDir keeps the last good state (StateFile) and BGP passwords (PasswordDir).
 	StateDir string
+	// NoSync skips fsync when keeping the state: for many in-process agents
+	// in tests and benchmarks, never for a real agent.
+	NoSync bool
 	// Announcer may be nil: the answer then lists no announced IPs.
 	Announcer Announcer
 	// Registry may be nil: metrics are then kept but not exported.
@@ -194,7 +197,7 @@ func (h *Handler) Push(ctx context.Context, req *agentpb.PushRequest) (*agentpb.
 		return nil, status.Errorf(codes.Internal, "publishing generation %d: %v", s.GetGeneration(), err)
 	}
 
-	if err := save(h.opts.StateDir, s); err != nil {
+	if err := save(h.opts.StateDir, s, !h.opts.NoSync); err != nil {
 		// It runs; only a restart before the next push would lose it.
 		h.logger.Warn("keeping the pushed state on disk failed", zap.Error(err))
 	}

@@ -355,8 +355,16 @@ func TestRestartKeepsTheLastPushedState(t *testing.T) {
 
 	require.True(t, a.push(validState(5)).GetAccepted())
 
+	// A password left by an older run, for a peer no longer pushed.
+	leftover := filepath.Join(dir, push.PasswordDir, "old-peer")
+	require.NoError(t, os.WriteFile(leftover, []byte("old"), 0o600))
+
 	// A new process: empty state, same directory, no controller around.
 	b := newAgent(t, dir, nil)
+
+	_, err := os.Stat(leftover)
+	require.ErrorIs(t, err, os.ErrNotExist)
+
 	require.Equal(t, uint64(5), b.h.Running())
 	require.True(t, proto.Equal(validState(5), b.h.Current()))
 	require.Len(t, b.serviceIPs(), 4)
@@ -369,6 +377,7 @@ func TestRestartKeepsTheLastPushedState(t *testing.T) {
 
 	tor1, err := safe.StateGetByID[*resources.PushedBGPPeer](t.Context(), b.st, "tor-1")
 	require.NoError(t, err)
+	require.FileExists(t, filepath.Join(dir, push.PasswordDir, "tor-1"))
 	require.Equal(t, filepath.Join(dir, push.PasswordDir, "tor-1"), tor1.TypedSpec().Value.GetPeer().GetPasswordFile())
 
 	// The controller comes back with the same generation: nothing moves.
