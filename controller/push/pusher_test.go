@@ -285,6 +285,7 @@ func TestChangedNodesGetANewGenerationOthersKeepTheirs(t *testing.T) {
 	})
 
 	require.Equal(t, 3.0, f.metric("talos_lb_controller_push_nodes", push.StateSynced))
+	require.Equal(t, map[string]int{push.StateSynced: 3}, f.p.Counts())
 	require.Equal(t, 4.0, f.metric("talos_lb_controller_pushes_total", "accepted"))
 }
 
@@ -492,6 +493,7 @@ func TestSetDropsNodesNoLongerPresent(t *testing.T) {
 	f.sender.mu.Unlock()
 
 	require.Equal(t, 2.0, f.metric("talos_lb_controller_push_nodes", push.StateSynced))
+	require.Equal(t, 2, f.p.Counts()[push.StateSynced])
 
 	// A moved node is pushed at its new address and the old one is let go.
 	moved := targets(2, "192.0.2.1")
