@@ -256,3 +256,6 @@ func (inf *caches) snapshot() *reconcile.Cluster {
 
 	return cl
 }
+
+// Identity is this replica's name in the Lease and in pushes.
+func (c *Controller) Identity() string { return c.opts.Identity }
