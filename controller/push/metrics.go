@@ -1,6 +1,10 @@
 package push
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Results counted in talos_lb_controller_pushes_total{result}.
 const (
@@ -42,8 +46,26 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 
 	if reg != nil {
-		reg.MustRegister(m.pushes, m.latency, m.nodes)
+		// A replica that leads again makes a new pusher: it shares the
+		// collectors of the one before.
+		m.pushes = register(reg, m.pushes)
+		m.latency = register(reg, m.latency)
+		m.nodes = register(reg, m.nodes)
 	}
 
 	return m
+}
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		if are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+
+		panic(err)
+	}
+
+	return c
 }

@@ -125,6 +125,7 @@ type Pusher struct {
 	shared  map[sharedKey]*sharedPart
 	lastGen uint64
 	running bool
+	stopped bool
 }
 
 type node struct {
@@ -377,7 +378,9 @@ func (p *Pusher) count(state string, delta int) {
 		delete(p.counts, state)
 	}
 
-	p.metrics.nodes.WithLabelValues(state).Add(float64(delta))
+	if !p.stopped {
+		p.metrics.nodes.WithLabelValues(state).Add(float64(delta))
+	}
 }
 
 // Counts returns how many nodes are in each state (states without nodes are
@@ -389,7 +392,8 @@ func (p *Pusher) Counts() map[string]int {
 	return maps.Clone(p.counts)
 }
 
-// Run pushes until ctx ends.
+// Run pushes until ctx ends. On its way out it releases the sender's
+// connections to its nodes (Forgetter).
 func (p *Pusher) Run(ctx context.Context) error {
 	p.mu.Lock()
 	if p.running {
@@ -422,10 +426,26 @@ func (p *Pusher) Run(ctx context.Context) error {
 	wg.Wait()
 
 	p.mu.Lock()
+	defer p.mu.Unlock()
+
+	forget, _ := p.sender.(Forgetter)
+
 	for _, n := range p.nodes {
 		p.stopTimer(n)
+
+		// Connections go with the pusher; a sender used again reconnects.
+		if forget != nil {
+			forget.Forget(n.address)
+		}
 	}
-	p.mu.Unlock()
+
+	// A stopped pusher (a replica no longer leading) counts no nodes in the
+	// metrics it may share with the next one.
+	for state, n := range p.counts {
+		p.metrics.nodes.WithLabelValues(state).Sub(float64(n))
+	}
+
+	p.stopped = true
 
 	return nil
 }

@@ -559,3 +559,32 @@ func TestChangesCoalesce(t *testing.T) {
 		t.Fatal("no notification after a node went away")
 	}
 }
+
+func TestANewPusherSharesTheMetricsOfTheOneBefore(t *testing.T) {
+	reg := prometheus.NewRegistry()
+
+	for term := range 2 {
+		sender := newFakeSender()
+		p := push.New(sender, zaptest.NewLogger(t), push.Options{Registry: reg, Resync: -1})
+
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error)
+
+		go func() { done <- p.Run(ctx) }()
+
+		p.Set(targets(3, "192.0.2.1"))
+
+		for p.Counts()[push.StateSynced] != 3 {
+			<-p.Changes()
+		}
+
+		f := &fixture{t: t, p: p, sender: sender, reg: reg}
+		require.Equal(t, 3.0, f.metric("talos_lb_controller_push_nodes", push.StateSynced), "term %d", term)
+		require.Equal(t, float64(3*(term+1)), f.metric("talos_lb_controller_pushes_total", "accepted"))
+
+		cancel()
+		require.NoError(t, <-done)
+		require.Equal(t, 0.0, f.metric("talos_lb_controller_push_nodes", push.StateSynced), "a stopped pusher counts no nodes")
+		require.ElementsMatch(t, []string{"10.0.0.0:50070", "10.0.0.1:50070", "10.0.0.2:50070"}, sender.forgotten, "nor holds connections")
+	}
+}
