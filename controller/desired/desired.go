@@ -13,6 +13,7 @@ package desired
 import (
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -114,8 +115,8 @@ type ServiceView struct {
 
 // Output is the computed desired state.
 type Output struct {
-	// Shared holds service_ips, node_sets, bgp_advertisements and api_endpoints,
-	// the same for every node.
+	// Shared holds service_ips, node_sets, bgp_advertisements, api_endpoints
+	// and nodes, the same for every node.
 	Shared   *resourcepb.NodeDesiredState
 	Nodes    map[string]NodeState
 	Services map[string]ServiceView
@@ -136,6 +137,7 @@ func (o *Output) State(node string) *resourcepb.NodeDesiredState {
 		ApiEndpoints:      o.Shared.ApiEndpoints,
 		NodeSets:          o.Shared.NodeSets,
 		BgpAdvertisements: o.Shared.BgpAdvertisements,
+		Nodes:             o.Shared.Nodes,
 	}
 }
 
@@ -195,6 +197,10 @@ func (c *computation) eligibility() {
 		n := &c.in.Nodes[i]
 		c.out.Nodes[n.Name] = NodeState{Address: n.Address}
 
+		if host, _, err := net.SplitHostPort(n.Address); err == nil {
+			c.out.Shared.Nodes = append(c.out.Shared.Nodes, &resourcepb.NodeAddress{Name: n.Name, Address: host})
+		}
+
 		_, hasLabel := n.Labels[ExcludeLabel]
 
 		switch {
@@ -209,6 +215,7 @@ func (c *computation) eligibility() {
 	}
 
 	slices.SortFunc(c.base, func(a, b *Node) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(c.out.Shared.Nodes, func(a, b *resourcepb.NodeAddress) int { return strings.Compare(a.Name, b.Name) })
 	c.out.Eligible = len(c.base)
 
 	if len(c.base) == 0 && excluded > 0 {

@@ -187,4 +187,9 @@ func TestPeersPerNode(t *testing.T) {
 	require.Equal(t, "core", out.State("n3").BgpPeers[0].Peer.Name)
 	require.Equal(t, []string{"10.0.0.1:6443", "10.0.0.2:6443"}, out.State("n3").ApiEndpoints)
 	require.Equal(t, "10.0.0.3", out.Nodes["n3"].Address)
+
+	withPorts := desired.Compute(&desired.Input{Nodes: []desired.Node{{Name: "b", Address: "10.0.0.2:50070"}, {Name: "a", Address: "[fd00::1]:50070"}, {Name: "c"}}})
+	require.Len(t, withPorts.State("a").Nodes, 2, "nodes without an address are left out")
+	require.Equal(t, "fd00::1", withPorts.State("a").Nodes[0].Address)
+	require.Equal(t, "b", withPorts.State("c").Nodes[1].Name)
 }

@@ -116,3 +116,37 @@ func init() {
 func IPVSBackendCheckID(peer string) resource.ID {
 	return "ipvs-" + peer
 }
+
+// MemberType is another agent as the liveness gossip sees it; its ID is the node name.
+const MemberType = resource.Type("Members.agent.talos-lb.dev")
+
+// Member is another agent as the liveness gossip sees it.
+type Member = typed.Resource[Spec[resourcepb.MemberSpec, *resourcepb.MemberSpec], MemberExtension]
+
+// NewMember returns an empty Member.
+func NewMember(node string) *Member {
+	return newResource[resourcepb.MemberSpec, *resourcepb.MemberSpec, MemberExtension](
+		AgentNamespace, MemberType, node, &resourcepb.MemberSpec{})
+}
+
+// MemberExtension provides the resource definition.
+type MemberExtension struct{}
+
+// ResourceDefinition implements meta.ResourceDefinitionProvider.
+func (MemberExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
+	return meta.ResourceDefinitionSpec{
+		Type:             MemberType,
+		Aliases:          []resource.Type{"member", "members"},
+		DefaultNamespace: AgentNamespace,
+		PrintColumns: []meta.PrintColumn{
+			{Name: "Address", JSONPath: "{.address}"},
+			{Name: "State", JSONPath: "{.state}"},
+			{Name: "Since", JSONPath: "{.since}"},
+			{Name: "Self", JSONPath: "{.self}"},
+		},
+	}
+}
+
+func init() {
+	registerType(MemberType, &Member{})
+}

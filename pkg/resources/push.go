@@ -138,3 +138,64 @@ func init() {
 	registerType(PushedBGPPeerType, &PushedBGPPeer{})
 	registerType(APIEndpointsType, &APIEndpoints{})
 }
+
+// NodeSetType is a pushed set of eligible nodes; its ID is the set's name.
+const NodeSetType = resource.Type("NodeSets.service.talos-lb.dev")
+
+// NodeSet is a pushed set of eligible nodes service IPs refer to.
+type NodeSet = typed.Resource[Spec[resourcepb.NodeSet, *resourcepb.NodeSet], NodeSetExtension]
+
+// NewNodeSet returns an empty NodeSet.
+func NewNodeSet(name string) *NodeSet {
+	return newResource[resourcepb.NodeSet, *resourcepb.NodeSet, NodeSetExtension](
+		ServiceNamespace, NodeSetType, name, &resourcepb.NodeSet{})
+}
+
+// NodeSetExtension provides the resource definition.
+type NodeSetExtension struct{}
+
+// ResourceDefinition implements meta.ResourceDefinitionProvider.
+func (NodeSetExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
+	return meta.ResourceDefinitionSpec{
+		Type:             NodeSetType,
+		Aliases:          []resource.Type{"nodeset", "nodesets"},
+		DefaultNamespace: ServiceNamespace,
+		PrintColumns: []meta.PrintColumn{
+			{Name: "Nodes", JSONPath: "{.nodes[*]}"},
+		},
+	}
+}
+
+// BGPAdvertisementRuleType is a pushed BGP advertisement (communities, peers); its ID is its name.
+const BGPAdvertisementRuleType = resource.Type("BGPAdvertisementRules.service.talos-lb.dev")
+
+// BGPAdvertisementRule is a pushed BGP advertisement service IPs refer to.
+type BGPAdvertisementRule = typed.Resource[Spec[resourcepb.BgpAdvertisementRule, *resourcepb.BgpAdvertisementRule], BGPAdvertisementRuleExtension]
+
+// NewBGPAdvertisementRule returns an empty BGPAdvertisementRule.
+func NewBGPAdvertisementRule(name string) *BGPAdvertisementRule {
+	return newResource[resourcepb.BgpAdvertisementRule, *resourcepb.BgpAdvertisementRule, BGPAdvertisementRuleExtension](
+		ServiceNamespace, BGPAdvertisementRuleType, name, &resourcepb.BgpAdvertisementRule{})
+}
+
+// BGPAdvertisementRuleExtension provides the resource definition.
+type BGPAdvertisementRuleExtension struct{}
+
+// ResourceDefinition implements meta.ResourceDefinitionProvider.
+func (BGPAdvertisementRuleExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
+	return meta.ResourceDefinitionSpec{
+		Type:             BGPAdvertisementRuleType,
+		Aliases:          []resource.Type{"bgprule", "bgprules"},
+		DefaultNamespace: ServiceNamespace,
+		PrintColumns: []meta.PrintColumn{
+			{Name: "Communities", JSONPath: "{.communities[*]}"},
+			{Name: "Local Pref", JSONPath: "{.localPref}"},
+			{Name: "Peers", JSONPath: "{.peers[*]}"},
+		},
+	}
+}
+
+func init() {
+	registerType(NodeSetType, &NodeSet{})
+	registerType(BGPAdvertisementRuleType, &BGPAdvertisementRule{})
+}

@@ -292,6 +292,78 @@ func (x *AgentLifecycleSpec) GetSince() *timestamppb.Timestamp {
 	return nil
 }
 
+// MemberSpec is another agent as this node's liveness gossip sees it. Its ID is the node name.
+type MemberSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Gossip address (host:port).
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// "alive", "suspect", "dead" or "left".
+	State string                 `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Since *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=since,proto3" json:"since,omitempty"`
+	// True for this node's own entry.
+	Self          bool `protobuf:"varint,4,opt,name=self,proto3" json:"self,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberSpec) Reset() {
+	*x = MemberSpec{}
+	mi := &file_resource_v1alpha1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberSpec) ProtoMessage() {}
+
+func (x *MemberSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_resource_v1alpha1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberSpec.ProtoReflect.Descriptor instead.
+func (*MemberSpec) Descriptor() ([]byte, []int) {
+	return file_resource_v1alpha1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MemberSpec) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *MemberSpec) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *MemberSpec) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *MemberSpec) GetSelf() bool {
+	if x != nil {
+		return x.Self
+	}
+	return false
+}
+
 var File_resource_v1alpha1_agent_proto protoreflect.FileDescriptor
 
 const file_resource_v1alpha1_agent_proto_rawDesc = "" +
@@ -322,7 +394,13 @@ const file_resource_v1alpha1_agent_proto_rawDesc = "" +
 	"\x14consecutive_failures\x18\v \x01(\rR\x13consecutiveFailures\"k\n" +
 	"\x12AgentLifecycleSpec\x12#\n" +
 	"\rshutting_down\x18\x01 \x01(\bR\fshuttingDown\x120\n" +
-	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05sinceB?Z=github.com/talos-lb/talos-lb/api/resource/v1alpha1;resourcepbb\x06proto3"
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x82\x01\n" +
+	"\n" +
+	"MemberSpec\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x120\n" +
+	"\x05since\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x12\n" +
+	"\x04self\x18\x04 \x01(\bR\x04selfB?Z=github.com/talos-lb/talos-lb/api/resource/v1alpha1;resourcepbb\x06proto3"
 
 var (
 	file_resource_v1alpha1_agent_proto_rawDescOnce sync.Once
@@ -336,23 +414,25 @@ func file_resource_v1alpha1_agent_proto_rawDescGZIP() []byte {
 	return file_resource_v1alpha1_agent_proto_rawDescData
 }
 
-var file_resource_v1alpha1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_resource_v1alpha1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_resource_v1alpha1_agent_proto_goTypes = []any{
 	(*NodeStatusSpec)(nil),        // 0: talos_lb.resource.v1alpha1.NodeStatusSpec
 	(*EndpointHealthSpec)(nil),    // 1: talos_lb.resource.v1alpha1.EndpointHealthSpec
 	(*AgentLifecycleSpec)(nil),    // 2: talos_lb.resource.v1alpha1.AgentLifecycleSpec
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(*MemberSpec)(nil),            // 3: talos_lb.resource.v1alpha1.MemberSpec
+	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
 }
 var file_resource_v1alpha1_agent_proto_depIdxs = []int32{
-	3, // 0: talos_lb.resource.v1alpha1.NodeStatusSpec.started_at:type_name -> google.protobuf.Timestamp
-	3, // 1: talos_lb.resource.v1alpha1.EndpointHealthSpec.since:type_name -> google.protobuf.Timestamp
-	3, // 2: talos_lb.resource.v1alpha1.EndpointHealthSpec.last_probe_at:type_name -> google.protobuf.Timestamp
-	3, // 3: talos_lb.resource.v1alpha1.AgentLifecycleSpec.since:type_name -> google.protobuf.Timestamp
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	4, // 0: talos_lb.resource.v1alpha1.NodeStatusSpec.started_at:type_name -> google.protobuf.Timestamp
+	4, // 1: talos_lb.resource.v1alpha1.EndpointHealthSpec.since:type_name -> google.protobuf.Timestamp
+	4, // 2: talos_lb.resource.v1alpha1.EndpointHealthSpec.last_probe_at:type_name -> google.protobuf.Timestamp
+	4, // 3: talos_lb.resource.v1alpha1.AgentLifecycleSpec.since:type_name -> google.protobuf.Timestamp
+	4, // 4: talos_lb.resource.v1alpha1.MemberSpec.since:type_name -> google.protobuf.Timestamp
+	5, // [5:5] is the sub-list for method output_type
+	5, // [5:5] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_resource_v1alpha1_agent_proto_init() }
@@ -366,7 +446,7 @@ func file_resource_v1alpha1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_resource_v1alpha1_agent_proto_rawDesc), len(file_resource_v1alpha1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

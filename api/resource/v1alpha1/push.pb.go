@@ -49,8 +49,11 @@ type NodeDesiredState struct {
 	NodeSets []*NodeSet `protobuf:"bytes,7,rep,name=node_sets,json=nodeSets,proto3" json:"node_sets,omitempty"`
 	// Named BGP advertisements the service IPs refer to.
 	BgpAdvertisements []*BgpAdvertisementRule `protobuf:"bytes,8,rep,name=bgp_advertisements,json=bgpAdvertisements,proto3" json:"bgp_advertisements,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Every node with its agent's host, so agents find each other for liveness
+	// gossip without the controller.
+	Nodes         []*NodeAddress `protobuf:"bytes,9,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeDesiredState) Reset() {
@@ -139,6 +142,67 @@ func (x *NodeDesiredState) GetBgpAdvertisements() []*BgpAdvertisementRule {
 	return nil
 }
 
+func (x *NodeDesiredState) GetNodes() []*NodeAddress {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+// NodeAddress is where a node's agent runs.
+type NodeAddress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// IP address (no port) of the node, from its Node object.
+	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeAddress) Reset() {
+	*x = NodeAddress{}
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeAddress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeAddress) ProtoMessage() {}
+
+func (x *NodeAddress) ProtoReflect() protoreflect.Message {
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeAddress.ProtoReflect.Descriptor instead.
+func (*NodeAddress) Descriptor() ([]byte, []int) {
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *NodeAddress) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeAddress) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
 // NodeSet is a set of eligible nodes shared by many service IPs.
 type NodeSet struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -155,7 +219,7 @@ type NodeSet struct {
 
 func (x *NodeSet) Reset() {
 	*x = NodeSet{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[1]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -167,7 +231,7 @@ func (x *NodeSet) String() string {
 func (*NodeSet) ProtoMessage() {}
 
 func (x *NodeSet) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[1]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -180,7 +244,7 @@ func (x *NodeSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSet.ProtoReflect.Descriptor instead.
 func (*NodeSet) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{1}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *NodeSet) GetName() string {
@@ -227,7 +291,7 @@ type ServiceIPSpec struct {
 
 func (x *ServiceIPSpec) Reset() {
 	*x = ServiceIPSpec{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[2]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +303,7 @@ func (x *ServiceIPSpec) String() string {
 func (*ServiceIPSpec) ProtoMessage() {}
 
 func (x *ServiceIPSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[2]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +316,7 @@ func (x *ServiceIPSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceIPSpec.ProtoReflect.Descriptor instead.
 func (*ServiceIPSpec) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{2}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ServiceIPSpec) GetAddress() string {
@@ -297,7 +361,7 @@ type L2Announcement struct {
 
 func (x *L2Announcement) Reset() {
 	*x = L2Announcement{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[3]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -309,7 +373,7 @@ func (x *L2Announcement) String() string {
 func (*L2Announcement) ProtoMessage() {}
 
 func (x *L2Announcement) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[3]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -322,7 +386,7 @@ func (x *L2Announcement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use L2Announcement.ProtoReflect.Descriptor instead.
 func (*L2Announcement) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{3}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *L2Announcement) GetNodeSet() string {
@@ -351,7 +415,7 @@ type BgpAnnouncement struct {
 
 func (x *BgpAnnouncement) Reset() {
 	*x = BgpAnnouncement{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[4]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +427,7 @@ func (x *BgpAnnouncement) String() string {
 func (*BgpAnnouncement) ProtoMessage() {}
 
 func (x *BgpAnnouncement) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[4]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +440,7 @@ func (x *BgpAnnouncement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BgpAnnouncement.ProtoReflect.Descriptor instead.
 func (*BgpAnnouncement) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{4}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BgpAnnouncement) GetAdvertisement() string {
@@ -411,7 +475,7 @@ type BgpAdvertisementRule struct {
 
 func (x *BgpAdvertisementRule) Reset() {
 	*x = BgpAdvertisementRule{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[5]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +487,7 @@ func (x *BgpAdvertisementRule) String() string {
 func (*BgpAdvertisementRule) ProtoMessage() {}
 
 func (x *BgpAdvertisementRule) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[5]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +500,7 @@ func (x *BgpAdvertisementRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BgpAdvertisementRule.ProtoReflect.Descriptor instead.
 func (*BgpAdvertisementRule) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{5}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BgpAdvertisementRule) GetName() string {
@@ -502,7 +566,7 @@ type PushedBgpPeer struct {
 
 func (x *PushedBgpPeer) Reset() {
 	*x = PushedBgpPeer{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[6]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -514,7 +578,7 @@ func (x *PushedBgpPeer) String() string {
 func (*PushedBgpPeer) ProtoMessage() {}
 
 func (x *PushedBgpPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[6]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -527,7 +591,7 @@ func (x *PushedBgpPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushedBgpPeer.ProtoReflect.Descriptor instead.
 func (*PushedBgpPeer) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{6}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PushedBgpPeer) GetPeer() *BgpPeerSpec {
@@ -570,7 +634,7 @@ type PushStatusSpec struct {
 
 func (x *PushStatusSpec) Reset() {
 	*x = PushStatusSpec{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[7]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +646,7 @@ func (x *PushStatusSpec) String() string {
 func (*PushStatusSpec) ProtoMessage() {}
 
 func (x *PushStatusSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[7]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +659,7 @@ func (x *PushStatusSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushStatusSpec.ProtoReflect.Descriptor instead.
 func (*PushStatusSpec) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{7}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PushStatusSpec) GetGeneration() uint64 {
@@ -664,7 +728,7 @@ type ApiEndpointsSpec struct {
 
 func (x *ApiEndpointsSpec) Reset() {
 	*x = ApiEndpointsSpec{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[8]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +740,7 @@ func (x *ApiEndpointsSpec) String() string {
 func (*ApiEndpointsSpec) ProtoMessage() {}
 
 func (x *ApiEndpointsSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[8]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +753,7 @@ func (x *ApiEndpointsSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiEndpointsSpec.ProtoReflect.Descriptor instead.
 func (*ApiEndpointsSpec) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{8}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ApiEndpointsSpec) GetEndpoints() []string {
@@ -703,7 +767,7 @@ var File_resource_v1alpha1_push_proto protoreflect.FileDescriptor
 
 const file_resource_v1alpha1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x1cresource/v1alpha1/push.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bresource/v1alpha1/bgp.proto\"\xc2\x03\n" +
+	"\x1cresource/v1alpha1/push.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bresource/v1alpha1/bgp.proto\"\x81\x04\n" +
 	"\x10NodeDesiredState\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -717,7 +781,11 @@ const file_resource_v1alpha1_push_proto_rawDesc = "" +
 	"\tbgp_peers\x18\x05 \x03(\v2).talos_lb.resource.v1alpha1.PushedBgpPeerR\bbgpPeers\x12#\n" +
 	"\rapi_endpoints\x18\x06 \x03(\tR\fapiEndpoints\x12@\n" +
 	"\tnode_sets\x18\a \x03(\v2#.talos_lb.resource.v1alpha1.NodeSetR\bnodeSets\x12_\n" +
-	"\x12bgp_advertisements\x18\b \x03(\v20.talos_lb.resource.v1alpha1.BgpAdvertisementRuleR\x11bgpAdvertisements\"\xe6\x01\n" +
+	"\x12bgp_advertisements\x18\b \x03(\v20.talos_lb.resource.v1alpha1.BgpAdvertisementRuleR\x11bgpAdvertisements\x12=\n" +
+	"\x05nodes\x18\t \x03(\v2'.talos_lb.resource.v1alpha1.NodeAddressR\x05nodes\";\n" +
+	"\vNodeAddress\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xe6\x01\n" +
 	"\aNodeSet\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05nodes\x18\x02 \x03(\tR\x05nodes\x12M\n" +
@@ -783,36 +851,38 @@ func file_resource_v1alpha1_push_proto_rawDescGZIP() []byte {
 	return file_resource_v1alpha1_push_proto_rawDescData
 }
 
-var file_resource_v1alpha1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_resource_v1alpha1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_resource_v1alpha1_push_proto_goTypes = []any{
 	(*NodeDesiredState)(nil),      // 0: talos_lb.resource.v1alpha1.NodeDesiredState
-	(*NodeSet)(nil),               // 1: talos_lb.resource.v1alpha1.NodeSet
-	(*ServiceIPSpec)(nil),         // 2: talos_lb.resource.v1alpha1.ServiceIPSpec
-	(*L2Announcement)(nil),        // 3: talos_lb.resource.v1alpha1.L2Announcement
-	(*BgpAnnouncement)(nil),       // 4: talos_lb.resource.v1alpha1.BgpAnnouncement
-	(*BgpAdvertisementRule)(nil),  // 5: talos_lb.resource.v1alpha1.BgpAdvertisementRule
-	(*PushedBgpPeer)(nil),         // 6: talos_lb.resource.v1alpha1.PushedBgpPeer
-	(*PushStatusSpec)(nil),        // 7: talos_lb.resource.v1alpha1.PushStatusSpec
-	(*ApiEndpointsSpec)(nil),      // 8: talos_lb.resource.v1alpha1.ApiEndpointsSpec
-	nil,                           // 9: talos_lb.resource.v1alpha1.NodeSet.ExcludedEntry
-	(*BgpPeerSpec)(nil),           // 10: talos_lb.resource.v1alpha1.BgpPeerSpec
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*NodeAddress)(nil),           // 1: talos_lb.resource.v1alpha1.NodeAddress
+	(*NodeSet)(nil),               // 2: talos_lb.resource.v1alpha1.NodeSet
+	(*ServiceIPSpec)(nil),         // 3: talos_lb.resource.v1alpha1.ServiceIPSpec
+	(*L2Announcement)(nil),        // 4: talos_lb.resource.v1alpha1.L2Announcement
+	(*BgpAnnouncement)(nil),       // 5: talos_lb.resource.v1alpha1.BgpAnnouncement
+	(*BgpAdvertisementRule)(nil),  // 6: talos_lb.resource.v1alpha1.BgpAdvertisementRule
+	(*PushedBgpPeer)(nil),         // 7: talos_lb.resource.v1alpha1.PushedBgpPeer
+	(*PushStatusSpec)(nil),        // 8: talos_lb.resource.v1alpha1.PushStatusSpec
+	(*ApiEndpointsSpec)(nil),      // 9: talos_lb.resource.v1alpha1.ApiEndpointsSpec
+	nil,                           // 10: talos_lb.resource.v1alpha1.NodeSet.ExcludedEntry
+	(*BgpPeerSpec)(nil),           // 11: talos_lb.resource.v1alpha1.BgpPeerSpec
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_resource_v1alpha1_push_proto_depIdxs = []int32{
-	2,  // 0: talos_lb.resource.v1alpha1.NodeDesiredState.service_ips:type_name -> talos_lb.resource.v1alpha1.ServiceIPSpec
-	6,  // 1: talos_lb.resource.v1alpha1.NodeDesiredState.bgp_peers:type_name -> talos_lb.resource.v1alpha1.PushedBgpPeer
-	1,  // 2: talos_lb.resource.v1alpha1.NodeDesiredState.node_sets:type_name -> talos_lb.resource.v1alpha1.NodeSet
-	5,  // 3: talos_lb.resource.v1alpha1.NodeDesiredState.bgp_advertisements:type_name -> talos_lb.resource.v1alpha1.BgpAdvertisementRule
-	9,  // 4: talos_lb.resource.v1alpha1.NodeSet.excluded:type_name -> talos_lb.resource.v1alpha1.NodeSet.ExcludedEntry
-	3,  // 5: talos_lb.resource.v1alpha1.ServiceIPSpec.l2:type_name -> talos_lb.resource.v1alpha1.L2Announcement
-	4,  // 6: talos_lb.resource.v1alpha1.ServiceIPSpec.bgp:type_name -> talos_lb.resource.v1alpha1.BgpAnnouncement
-	10, // 7: talos_lb.resource.v1alpha1.PushedBgpPeer.peer:type_name -> talos_lb.resource.v1alpha1.BgpPeerSpec
-	11, // 8: talos_lb.resource.v1alpha1.PushStatusSpec.applied_at:type_name -> google.protobuf.Timestamp
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	3,  // 0: talos_lb.resource.v1alpha1.NodeDesiredState.service_ips:type_name -> talos_lb.resource.v1alpha1.ServiceIPSpec
+	7,  // 1: talos_lb.resource.v1alpha1.NodeDesiredState.bgp_peers:type_name -> talos_lb.resource.v1alpha1.PushedBgpPeer
+	2,  // 2: talos_lb.resource.v1alpha1.NodeDesiredState.node_sets:type_name -> talos_lb.resource.v1alpha1.NodeSet
+	6,  // 3: talos_lb.resource.v1alpha1.NodeDesiredState.bgp_advertisements:type_name -> talos_lb.resource.v1alpha1.BgpAdvertisementRule
+	1,  // 4: talos_lb.resource.v1alpha1.NodeDesiredState.nodes:type_name -> talos_lb.resource.v1alpha1.NodeAddress
+	10, // 5: talos_lb.resource.v1alpha1.NodeSet.excluded:type_name -> talos_lb.resource.v1alpha1.NodeSet.ExcludedEntry
+	4,  // 6: talos_lb.resource.v1alpha1.ServiceIPSpec.l2:type_name -> talos_lb.resource.v1alpha1.L2Announcement
+	5,  // 7: talos_lb.resource.v1alpha1.ServiceIPSpec.bgp:type_name -> talos_lb.resource.v1alpha1.BgpAnnouncement
+	11, // 8: talos_lb.resource.v1alpha1.PushedBgpPeer.peer:type_name -> talos_lb.resource.v1alpha1.BgpPeerSpec
+	12, // 9: talos_lb.resource.v1alpha1.PushStatusSpec.applied_at:type_name -> google.protobuf.Timestamp
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_resource_v1alpha1_push_proto_init() }
@@ -827,7 +897,7 @@ func file_resource_v1alpha1_push_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_resource_v1alpha1_push_proto_rawDesc), len(file_resource_v1alpha1_push_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
