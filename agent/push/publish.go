@@ -29,6 +29,8 @@ const PasswordDir = "bgp-passwords"
 // resource, so a failed apply leaves it telling the truth.
 type published struct {
 	serviceIPs map[string]*resourcepb.ServiceIPSpec
+	nodeSets   map[string]*resourcepb.NodeSet
+	bgpRules   map[string]*resourcepb.BgpAdvertisementRule
 	peers      map[string]*resourcepb.PushedBgpPeer
 	endpoints  []string
 	// passwords written, by peer; nil until the directory was first cleaned.
@@ -36,44 +38,31 @@ type published struct {
 }
 
 func newPublished() published {
-	return published{serviceIPs: map[string]*resourcepb.ServiceIPSpec{}, peers: map[string]*resourcepb.PushedBgpPeer{}}
+	return published{
+		serviceIPs: map[string]*resourcepb.ServiceIPSpec{},
+		nodeSets:   map[string]*resourcepb.NodeSet{},
+		bgpRules:   map[string]*resourcepb.BgpAdvertisementRule{},
+		peers:      map[string]*resourcepb.PushedBgpPeer{},
+	}
 }
 
 // apply publishes a valid state and makes it the running one.
 func (h *Handler) apply(ctx context.Context, s *resourcepb.NodeDesiredState, appliedAt time.Time) error {
 	st := h.opts.State
 
-	want := make(map[string]bool, len(s.GetServiceIps()))
-
-	for _, sip := range s.GetServiceIps() {
-		addr := sip.GetAddress()
-		want[addr] = true
-
-		if old, ok := h.pub.serviceIPs[addr]; ok && proto.Equal(old, sip) {
-			continue
-		}
-
-		if err := safe.StateModify(ctx, st, resources.NewServiceIP(addr), func(r *resources.ServiceIP) error {
-			r.TypedSpec().Value = sip
-
-			return nil
-		}); err != nil {
-			return fmt.Errorf("publishing service IP %s: %w", addr, err)
-		}
-
-		h.pub.serviceIPs[addr] = sip
+	if err := syncByID(ctx, st, h.pub.serviceIPs, s.GetServiceIps(), (*resourcepb.ServiceIPSpec).GetAddress, resources.NewServiceIP,
+		func(r *resources.ServiceIP, v *resourcepb.ServiceIPSpec) { r.TypedSpec().Value = v }); err != nil {
+		return fmt.Errorf("service IPs: %w", err)
 	}
 
-	for addr := range h.pub.serviceIPs {
-		if want[addr] {
-			continue
-		}
+	if err := syncByID(ctx, st, h.pub.nodeSets, s.GetNodeSets(), (*resourcepb.NodeSet).GetName, resources.NewNodeSet,
+		func(r *resources.NodeSet, v *resourcepb.NodeSet) { r.TypedSpec().Value = v }); err != nil {
+		return fmt.Errorf("node sets: %w", err)
+	}
 
-		if err := destroy(ctx, st, resources.NewServiceIP(addr).Metadata()); err != nil {
-			return fmt.Errorf("removing service IP %s: %w", addr, err)
-		}
-
-		delete(h.pub.serviceIPs, addr)
+	if err := syncByID(ctx, st, h.pub.bgpRules, s.GetBgpAdvertisements(), (*resourcepb.BgpAdvertisementRule).GetName, resources.NewBGPAdvertisementRule,
+		func(r *resources.BGPAdvertisementRule, v *resourcepb.BgpAdvertisementRule) { r.TypedSpec().Value = v }); err != nil {
+		return fmt.Errorf("BGP advertisement rules: %w", err)
 	}
 
 	if err := h.applyPeers(ctx, s.GetBgpPeers()); err != nil {
@@ -297,6 +286,50 @@ func writeAtomic(path string, data []byte, sync bool) error {
 
 	if err != nil {
 		return errors.Join(err, os.Remove(tmp))
+	}
+
+	return nil
+}
+
+// syncByID publishes one resource per item, keyed by id: unchanged items are
+// skipped and resources of items no longer pushed are removed. have tracks
+// what is published and is updated item by item, so a failed sync leaves it
+// true.
+func syncByID[S proto.Message, R resource.Resource](
+	ctx context.Context, st state.State, have map[string]S, items []S,
+	id func(S) string, newResource func(string) R, set func(R, S),
+) error {
+	want := make(map[string]bool, len(items))
+
+	for _, item := range items {
+		key := id(item)
+		want[key] = true
+
+		if old, ok := have[key]; ok && proto.Equal(old, item) {
+			continue
+		}
+
+		if err := safe.StateModify(ctx, st, newResource(key), func(r R) error {
+			set(r, item)
+
+			return nil
+		}); err != nil {
+			return fmt.Errorf("publishing %s: %w", key, err)
+		}
+
+		have[key] = item
+	}
+
+	for key := range have {
+		if want[key] {
+			continue
+		}
+
+		if err := destroy(ctx, st, newResource(key).Metadata()); err != nil {
+			return fmt.Errorf("removing %s: %w", key, err)
+		}
+
+		delete(have, key)
 	}
 
 	return nil

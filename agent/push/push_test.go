@@ -189,6 +189,19 @@ func TestPushPublishesResources(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, s.GetApiEndpoints(), eps.TypedSpec().Value.GetEndpoints())
 
+	// Node sets and BGP rules travel with the service IPs that name them.
+	for _, want := range s.GetNodeSets() {
+		set, err := safe.StateGetByID[*resources.NodeSet](ctx, a.st, want.GetName())
+		require.NoError(t, err)
+		require.True(t, proto.Equal(want, set.TypedSpec().Value), want.GetName())
+	}
+
+	for _, want := range s.GetBgpAdvertisements() {
+		rule, err := safe.StateGetByID[*resources.BGPAdvertisementRule](ctx, a.st, want.GetName())
+		require.NoError(t, err)
+		require.True(t, proto.Equal(want, rule.TypedSpec().Value), want.GetName())
+	}
+
 	ps := a.status()
 	require.Equal(t, uint64(5), ps.GetGeneration())
 	require.Equal(t, "controller-0", ps.GetController())
