@@ -6,10 +6,10 @@ VERSION := $(VERSION)
 GO ?= go
 OUT := _out
 LDFLAGS := -s -w -X github.com/talos-lb/talos-lb/pkg/version.Version=$(VERSION)
-BINARIES := lb-agent lbctl
+BINARIES := lb-agent lbctl lb-controller
 export CGO_ENABLED := 0
 
-.PHONY: all build generate check-generate lint test test-unit test-netns test-vm deps demo clean bench-vip bench-proxy bench-bgp
+.PHONY: all build generate check-generate lint test test-unit test-netns test-vm test-k8s deps demo clean bench-vip bench-proxy bench-bgp
 
 all: build
 
@@ -41,11 +41,15 @@ deps:
 
 ## test-unit: unit tests (no root, no network namespaces).
 test-unit:
-	$(GO) test -count=1 ./agent/... ./pkg/... ./cmd/...
+	$(GO) test -count=1 ./agent/... ./controller/... ./pkg/... ./cmd/...
 
 ## test-netns: the netns tier: real agent processes in network namespaces with BIRD and real clients (root).
 test-netns: deps build
 	LB_BIN_DIR=$(CURDIR)/$(OUT) $(GO) test -count=1 -p 1 -timeout 15m ./integration/...
+
+## test-k8s: the k8s tier: lb-controller against a real kube-apiserver and etcd (built once by hack/kapi/build.sh, cached).
+test-k8s: build
+	LB_KAPI_DIR="$$(./hack/kapi/build.sh)" LB_BIN_DIR=$(CURDIR)/$(OUT) $(GO) test -tags k8s -count=1 -p 1 -timeout 20m ./integration/k8s/...
 
 ## test-vm: the VM tier: Debian's kernel under QEMU runs the IPVS controller against real IPVS and nftables (downloads the kernel on first use).
 test-vm:
@@ -89,7 +93,7 @@ test-extension: images $(OUT)/lbctl
 	$(GO) vet -tags talos ./integration/talos/
 
 ## test: everything CI runs.
-test: lint check-generate test-unit test-extension test-netns test-vm
+test: lint check-generate test-unit test-extension test-netns test-k8s test-vm
 
 ## bench-bgp: how fast routers follow BGP-mode VIP nodes (BFD crash, SIGTERM, recovery), with BIRD (root).
 bench-bgp: deps build
