@@ -107,11 +107,12 @@ func writePair(dir, name string, kp *pki.KeyPair) error {
 
 func newGenLBConfigCmd(g *globals) *cobra.Command {
 	var (
-		secrets   string
-		role      string
-		endpoints []string
-		name      string
-		output    string
+		secrets    string
+		role       string
+		endpoints  []string
+		controller string
+		name       string
+		output     string
 	)
 
 	cmd := &cobra.Command{
@@ -165,6 +166,7 @@ func newGenLBConfigCmd(g *globals) *cobra.Command {
 			}
 
 			cfg.Contexts[name] = client.NewContext(endpoints, pems[0], pems[1], pems[2])
+			cfg.Contexts[name].Controller = controller
 			cfg.Context = name
 
 			if err := cfg.Save(output); err != nil {
@@ -181,6 +183,7 @@ func newGenLBConfigCmd(g *globals) *cobra.Command {
 	cmd.Flags().StringVar(&role, "role", "admin", "role of the certificate to use: admin or reader (controller for tests)")
 	cmd.Flags().StringSliceVarP(&endpoints, "endpoints", "e", nil, "agent addresses (host or host:port)")
 	cmd.Flags().StringVar(&name, "name", "talos-lb", "context name")
+	cmd.Flags().StringVar(&controller, "controller", "", "lb-controller's address (host or host:port), for lbctl --controller")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "file to write (default: --lbconfig)")
 
 	return cmd
