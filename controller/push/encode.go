@@ -14,7 +14,8 @@ import (
 
 // A NodeDesiredState has a small per-node part (generation, node, controller,
 // BGP peers) and a large part that is the same for every node (service IPs,
-// API endpoints, node sets, advertisement rules: see api/resource/v1alpha1).
+// API endpoints, node sets, advertisement rules, node addresses: see
+// api/resource/v1alpha1).
 // The controller builds the shared part once and hands every node the same
 // slices; the pusher recognises them by identity, compares and encodes them
 // once per change instead of once per node, and sends the bytes as they are.
@@ -31,6 +32,8 @@ type sharedKey struct {
 	nNodeSets   int
 	advs        **resourcepb.BgpAdvertisementRule
 	nAdvs       int
+	nodes       **resourcepb.NodeAddress
+	nNodes      int
 }
 
 func keyOf(s *resourcepb.NodeDesiredState) sharedKey {
@@ -39,6 +42,7 @@ func keyOf(s *resourcepb.NodeDesiredState) sharedKey {
 		endpoints: unsafe.SliceData(s.GetApiEndpoints()), nEndpoints: len(s.GetApiEndpoints()),
 		nodeSets: unsafe.SliceData(s.GetNodeSets()), nNodeSets: len(s.GetNodeSets()),
 		advs: unsafe.SliceData(s.GetBgpAdvertisements()), nAdvs: len(s.GetBgpAdvertisements()),
+		nodes: unsafe.SliceData(s.GetNodes()), nNodes: len(s.GetNodes()),
 	}
 }
 
@@ -57,6 +61,7 @@ func newSharedPart(s *resourcepb.NodeDesiredState) *sharedPart {
 		ApiEndpoints:      s.GetApiEndpoints(),
 		NodeSets:          s.GetNodeSets(),
 		BgpAdvertisements: s.GetBgpAdvertisements(),
+		Nodes:             s.GetNodes(),
 	}}
 }
 
@@ -80,6 +85,7 @@ func stamp(s *resourcepb.NodeDesiredState, node string, gen uint64, controller s
 		ApiEndpoints:      s.GetApiEndpoints(),
 		NodeSets:          s.GetNodeSets(),
 		BgpAdvertisements: s.GetBgpAdvertisements(),
+		Nodes:             s.GetNodes(),
 	}
 }
 
