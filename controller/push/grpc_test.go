@@ -2,6 +2,7 @@ package push_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"testing"
 	"time"
@@ -102,7 +103,7 @@ func waitFor(tb testing.TB, p *push.Pusher, timeout time.Duration, what string, 
 		case <-p.Changes():
 		case <-time.After(100 * time.Millisecond):
 		case <-deadline:
-			tb.Fatalf("timed out waiting for %s", what)
+			tb.Fatalf("timed out waiting for %s: %+v", what, st)
 		}
 	}
 }
@@ -309,6 +310,47 @@ func BenchmarkPushAll(b *testing.B) {
 
 			b.ReportMetric(float64(cold.Milliseconds()), "cold_push_all_ms")
 			b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "push_all_ms")
+		})
+	}
+}
+
+func TestCallerWithoutTheControllerRoleIsShownAsRefused(t *testing.T) {
+	ca := newCA(t)
+	agents := pushtest.StartAgents(t, 1, ca)
+
+	admin, err := ca.Issue(pki.IssueOptions{CommonName: "admin", Role: pki.RoleAdmin, Validity: time.Hour})
+	require.NoError(t, err)
+
+	adminTLS, err := pki.ClientTLS(ca.CertPEM, admin.CertPEM, admin.KeyPEM, pki.AgentServerName)
+	require.NoError(t, err)
+
+	// And a controller of another cluster: its TLS handshake fails.
+	other := newCA(t)
+
+	for _, tc := range []struct {
+		name  string
+		tls   *tls.Config
+		state string
+		err   string
+	}{
+		{"admin", adminTLS, push.StateRejected, "PermissionDenied"},
+		{"foreign", pushtest.ControllerTLS(t, other), push.StateUnreachable, "Unavailable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sender := push.NewGRPCSender(tc.tls)
+			t.Cleanup(func() { sender.Close() }) //nolint:errcheck
+
+			p := push.New(sender, zaptest.NewLogger(t), push.Options{Resync: -1, BackoffMin: time.Second, BackoffMax: time.Second})
+			runPusher(t, p)
+
+			p.Set(realTargets(agents, pushtest.SharedState(nodeNames(agents), 1, 1)))
+
+			st := waitFor(t, p, time.Minute, tc.state, func(st map[string]push.Status) bool {
+				return st[agents[0].Node].State == tc.state
+			})
+
+			require.Contains(t, st[agents[0].Node].LastError, tc.err)
+			require.Zero(t, agents[0].Handler.Running())
 		})
 	}
 }

@@ -25,6 +25,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	agentpb "github.com/talos-lb/talos-lb/api/agent/v1alpha1"
@@ -37,9 +39,12 @@ const (
 	StateSynced = "synced"
 	// StatePending: the desired generation is not acked yet.
 	StatePending = "pending"
-	// StateRejected: the agent refused the desired state (LastError says why) and runs its previous one.
+	// StateRejected: the agent refused the desired state or the call (LastError
+	// says why: an invalid state, a certificate without the controller role, ...)
+	// and runs its previous state.
 	StateRejected = "rejected"
-	// StateUnreachable: the last push got no answer (LastError says why).
+	// StateUnreachable: the last push got no answer: no connection, no answer
+	// in time, TLS refused (LastError says why).
 	StateUnreachable = "unreachable"
 )
 
@@ -512,6 +517,21 @@ func (p *Pusher) record(n *node, sent uint64, resp *agentpb.PushResponse, err er
 	desired := n.msg.GetGeneration() // may have moved on during the call: the queue pushes again then
 
 	switch {
+	case err != nil && answered(err):
+		// The agent answered with an error rather than a verdict on the state:
+		// the caller's role refused, an agent without Push, publishing failed.
+		p.metrics.pushes.WithLabelValues(resultRejected).Inc()
+
+		n.failures++
+		n.status.LastError = err.Error()
+
+		if n.status.State != StateRejected {
+			p.logger.Warn("agent refused the push", zap.String("node", n.name), zap.String("address", n.address), zap.Error(err))
+		}
+
+		p.setState(n, StateRejected)
+		p.pushAfter(n, retryDelay(n.failures, p.opts.BackoffMin, p.opts.BackoffMax), laneFresh)
+
 	case err != nil:
 		p.metrics.pushes.WithLabelValues(resultUnreachable).Inc()
 
@@ -606,6 +626,22 @@ func (p *Pusher) record(n *node, sent uint64, resp *agentpb.PushResponse, err er
 
 		p.setState(n, StateRejected)
 		p.pushAfter(n, retryDelay(n.failures, p.opts.BackoffMin, p.opts.BackoffMax), laneFresh)
+	}
+}
+
+// answered tells a gRPC error sent by a reachable agent from one about
+// reaching it (no connection, no answer in time, TLS refused).
+func answered(err error) bool {
+	st, ok := status.FromError(err)
+	if !ok {
+		return false
+	}
+
+	switch st.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Unknown:
+		return false
+	default:
+		return true
 	}
 }
 
