@@ -354,3 +354,26 @@ func TestCallerWithoutTheControllerRoleIsShownAsRefused(t *testing.T) {
 		})
 	}
 }
+
+func TestAckersAckLargeStates(t *testing.T) {
+	ca := newCA(t)
+	agents := pushtest.StartAckers(t, 20, ca)
+
+	sender := push.NewGRPCSender(pushtest.ControllerTLS(t, ca))
+	t.Cleanup(func() { sender.Close() }) //nolint:errcheck
+
+	p := push.New(sender, zaptest.NewLogger(t), push.Options{Resync: -1})
+	runPusher(t, p)
+
+	p.Set(realTargets(agents, pushtest.SharedState(nodeNames(agents), 5000, 1)))
+
+	st := waitFor(t, p, time.Minute, "every acker synced", allSynced)
+
+	for _, a := range agents {
+		require.Equal(t, st[a.Node].DesiredGeneration, a.Acker.Generation())
+
+		count, size := a.Acker.Pushes()
+		require.Equal(t, 1, count)
+		require.Greater(t, size, 5000*20, "the whole state travelled")
+	}
+}

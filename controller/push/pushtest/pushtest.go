@@ -259,46 +259,63 @@ func (c headCodec) Unmarshal(data mem.BufferSlice, v any) error {
 		return encoding.GetCodecV2("proto").Unmarshal(data, v)
 	}
 
-	buf := data.Materialize()
-
 	c.acker.mu.Lock()
-	c.acker.bytes += len(buf)
+	c.acker.bytes += data.Len()
 	c.acker.mu.Unlock()
 
-	state, err := head(buf)
-	if err != nil {
-		return err
+	// The pusher sends the per-node fields first: usually the first buffer
+	// holds them, and the rest is never copied.
+	if len(data) > 0 {
+		if s, ok := head(data[0].ReadOnlyData()); ok {
+			req.State = s
+
+			return nil
+		}
 	}
 
-	req.State = state
+	s, ok := head(data.Materialize())
+	if !ok {
+		return errors.New("push without generation and node")
+	}
+
+	req.State = s
 
 	return nil
 }
 
 func (headCodec) Name() string { return "proto" }
 
-// head reads PushRequest.state's generation, node and controller.
-func head(b []byte) (*resourcepb.NodeDesiredState, error) {
+// head reads PushRequest.state's generation, node and controller from b,
+// which may be cut short after them; false when it does not hold them.
+func head(b []byte) (*resourcepb.NodeDesiredState, bool) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 || num != 1 || typ != protowire.BytesType {
+		return nil, false
+	}
+
+	b = b[n:]
+
+	if _, n = protowire.ConsumeVarint(b); n < 0 {
+		return nil, false
+	}
+
 	s := &resourcepb.NodeDesiredState{}
 
-	return s, walk(b, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
-		if num != 1 || typ != protowire.BytesType {
-			return nil
+	// A field cut off by the end of b ends the walk; what came before counts.
+	walk(b[n:], func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error { //nolint:errcheck
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			s.Generation = x
+		case num == 2 && typ == protowire.BytesType:
+			s.Node = string(v)
+		case num == 3 && typ == protowire.BytesType:
+			s.Controller = string(v)
 		}
 
-		return walk(v, func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error {
-			switch {
-			case num == 1 && typ == protowire.VarintType:
-				s.Generation = x
-			case num == 2 && typ == protowire.BytesType:
-				s.Node = string(v)
-			case num == 3 && typ == protowire.BytesType:
-				s.Controller = string(v)
-			}
-
-			return nil
-		})
+		return nil
 	})
+
+	return s, s.GetGeneration() != 0 && s.GetNode() != ""
 }
 
 // walk calls fn for every top-level field of a message: v for length-delimited fields, x for varints.
