@@ -20,7 +20,7 @@ var (
 	errOf error
 )
 
-// Path returns the path of the named binary (lb-agent, lbctl).
+// Path returns the path of the named binary (lb-agent, lbctl, lb-controller).
 func Path(name string) (string, error) {
 	once.Do(func() {
 		if d := os.Getenv(EnvDir); d != "" {
@@ -54,7 +54,7 @@ func build() (string, error) {
 		return "", fmt.Errorf("creating binary directory: %w", err)
 	}
 
-	cmd := exec.Command("go", "build", "-o", out+"/", "./cmd/lb-agent", "./cmd/lbctl")
+	cmd := exec.Command("go", "build", "-o", out+"/", "./cmd/lb-agent", "./cmd/lbctl", "./cmd/lb-controller")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 
