@@ -65,6 +65,7 @@ func (BGPAdvertisementExtension) ResourceDefinition() meta.ResourceDefinitionSpe
 			{Name: "Prefix", JSONPath: "{.prefix}"},
 			{Name: "Owner", JSONPath: "{.owner}"},
 			{Name: "Communities", JSONPath: "{.communities[*]}"},
+			{Name: "Peers", JSONPath: "{.peers[*]}"},
 		},
 	}
 }
@@ -94,6 +95,7 @@ func (BGPRouteExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
 			{Name: "Announced", JSONPath: "{.announced}"},
 			{Name: "Owners", JSONPath: "{.owners[*]}"},
 			{Name: "Communities", JSONPath: "{.communities[*]}"},
+			{Name: "Peers", JSONPath: "{.peers[*]}"},
 			{Name: "Last Error", JSONPath: "{.lastError}"},
 		},
 	}
@@ -123,6 +125,7 @@ func (BGPPeerStatusExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
 		PrintColumns: []meta.PrintColumn{
 			{Name: "Address", JSONPath: "{.address}"},
 			{Name: "ASN", JSONPath: "{.asn}"},
+			{Name: "Source", JSONPath: "{.source}"},
 			{Name: "State", JSONPath: "{.state}"},
 			{Name: "Since", JSONPath: "{.since}"},
 			{Name: "Sent", JSONPath: "{.prefixesSent}"},

@@ -266,7 +266,9 @@ type BgpAdvertisementSpec struct {
 	Communities      []string `protobuf:"bytes,3,rep,name=communities,proto3" json:"communities,omitempty"`
 	LargeCommunities []string `protobuf:"bytes,4,rep,name=large_communities,json=largeCommunities,proto3" json:"large_communities,omitempty"`
 	// For iBGP peers; 0: not sent.
-	LocalPref     uint32 `protobuf:"varint,5,opt,name=local_pref,json=localPref,proto3" json:"local_pref,omitempty"`
+	LocalPref uint32 `protobuf:"varint,5,opt,name=local_pref,json=localPref,proto3" json:"local_pref,omitempty"`
+	// Names of the peers (config or pushed) to announce to; empty: every peer.
+	Peers         []string `protobuf:"bytes,6,rep,name=peers,proto3" json:"peers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -336,6 +338,13 @@ func (x *BgpAdvertisementSpec) GetLocalPref() uint32 {
 	return 0
 }
 
+func (x *BgpAdvertisementSpec) GetPeers() []string {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
 // BgpRouteSpec is one prefix as the speaker announces it, merged from every advertisement of it.
 type BgpRouteSpec struct {
 	state            protoimpl.MessageState `protogen:"open.v1"`
@@ -344,9 +353,13 @@ type BgpRouteSpec struct {
 	Communities      []string               `protobuf:"bytes,3,rep,name=communities,proto3" json:"communities,omitempty"`
 	LargeCommunities []string               `protobuf:"bytes,4,rep,name=large_communities,json=largeCommunities,proto3" json:"large_communities,omitempty"`
 	LocalPref        uint32                 `protobuf:"varint,5,opt,name=local_pref,json=localPref,proto3" json:"local_pref,omitempty"`
-	// True once it is in the speaker's table, to go to every established peer.
-	Announced     bool   `protobuf:"varint,6,opt,name=announced,proto3" json:"announced,omitempty"`
-	LastError     string `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// True once it is in the speaker's table, to go to every established peer
+	// it is meant for (see peers).
+	Announced bool   `protobuf:"varint,6,opt,name=announced,proto3" json:"announced,omitempty"`
+	LastError string `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// Peers (by name) it goes to: the union of its advertisements' peers.
+	// Empty: every peer, which it is as soon as one advertisement names none.
+	Peers         []string `protobuf:"bytes,8,rep,name=peers,proto3" json:"peers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -430,6 +443,13 @@ func (x *BgpRouteSpec) GetLastError() string {
 	return ""
 }
 
+func (x *BgpRouteSpec) GetPeers() []string {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
 // BgpPeerStatusSpec is one session as the speaker sees it.
 type BgpPeerStatusSpec struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -444,8 +464,16 @@ type BgpPeerStatusSpec struct {
 	PrefixesSent     uint64                 `protobuf:"varint,7,opt,name=prefixes_sent,json=prefixesSent,proto3" json:"prefixes_sent,omitempty"`
 	PrefixesReceived uint64                 `protobuf:"varint,8,opt,name=prefixes_received,json=prefixesReceived,proto3" json:"prefixes_received,omitempty"`
 	// BFD session state when BFD is on.
-	BfdState      string `protobuf:"bytes,9,opt,name=bfd_state,json=bfdState,proto3" json:"bfd_state,omitempty"`
-	LastError     string `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	BfdState  string `protobuf:"bytes,9,opt,name=bfd_state,json=bfdState,proto3" json:"bfd_state,omitempty"`
+	LastError string `protobuf:"bytes,10,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// Where the peer comes from: "config" (the agent config's bgp section) or
+	// "controller" (pushed by lb-controller).
+	Source string `protobuf:"bytes,11,opt,name=source,proto3" json:"source,omitempty"`
+	// The AS this node speaks as on this session.
+	LocalAsn uint32 `protobuf:"varint,12,opt,name=local_asn,json=localAsn,proto3" json:"local_asn,omitempty"`
+	// Something to know that is not an error of the session, e.g. a pushed peer
+	// of the same name that the config's peer overrides.
+	Note          string `protobuf:"bytes,13,opt,name=note,proto3" json:"note,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -550,6 +578,27 @@ func (x *BgpPeerStatusSpec) GetLastError() string {
 	return ""
 }
 
+func (x *BgpPeerStatusSpec) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *BgpPeerStatusSpec) GetLocalAsn() uint32 {
+	if x != nil {
+		return x.LocalAsn
+	}
+	return 0
+}
+
+func (x *BgpPeerStatusSpec) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
 var File_resource_v1alpha1_bgp_proto protoreflect.FileDescriptor
 
 const file_resource_v1alpha1_bgp_proto_rawDesc = "" +
@@ -579,14 +628,15 @@ const file_resource_v1alpha1_bgp_proto_rawDesc = "" +
 	"bfd_min_rx\x18\f \x01(\v2\x19.google.protobuf.DurationR\bbfdMinRx\x12%\n" +
 	"\x0ebfd_multiplier\x18\r \x01(\rR\rbfdMultiplier\x12)\n" +
 	"\x10graceful_restart\x18\x0e \x01(\bR\x0fgracefulRestart\x12<\n" +
-	"\frestart_time\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\vrestartTime\"\xb2\x01\n" +
+	"\frestart_time\x18\x0f \x01(\v2\x19.google.protobuf.DurationR\vrestartTime\"\xc8\x01\n" +
 	"\x14BgpAdvertisementSpec\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x14\n" +
 	"\x05owner\x18\x02 \x01(\tR\x05owner\x12 \n" +
 	"\vcommunities\x18\x03 \x03(\tR\vcommunities\x12+\n" +
 	"\x11large_communities\x18\x04 \x03(\tR\x10largeCommunities\x12\x1d\n" +
 	"\n" +
-	"local_pref\x18\x05 \x01(\rR\tlocalPref\"\xe9\x01\n" +
+	"local_pref\x18\x05 \x01(\rR\tlocalPref\x12\x14\n" +
+	"\x05peers\x18\x06 \x03(\tR\x05peers\"\xff\x01\n" +
 	"\fBgpRouteSpec\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x16\n" +
 	"\x06owners\x18\x02 \x03(\tR\x06owners\x12 \n" +
@@ -596,7 +646,8 @@ const file_resource_v1alpha1_bgp_proto_rawDesc = "" +
 	"local_pref\x18\x05 \x01(\rR\tlocalPref\x12\x1c\n" +
 	"\tannounced\x18\x06 \x01(\bR\tannounced\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\a \x01(\tR\tlastError\"\xce\x02\n" +
+	"last_error\x18\a \x01(\tR\tlastError\x12\x14\n" +
+	"\x05peers\x18\b \x03(\tR\x05peers\"\x97\x03\n" +
 	"\x11BgpPeerStatusSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x10\n" +
@@ -609,7 +660,10 @@ const file_resource_v1alpha1_bgp_proto_rawDesc = "" +
 	"\tbfd_state\x18\t \x01(\tR\bbfdState\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\n" +
-	" \x01(\tR\tlastErrorB?Z=github.com/talos-lb/talos-lb/api/resource/v1alpha1;resourcepbb\x06proto3"
+	" \x01(\tR\tlastError\x12\x16\n" +
+	"\x06source\x18\v \x01(\tR\x06source\x12\x1b\n" +
+	"\tlocal_asn\x18\f \x01(\rR\blocalAsn\x12\x12\n" +
+	"\x04note\x18\r \x01(\tR\x04noteB?Z=github.com/talos-lb/talos-lb/api/resource/v1alpha1;resourcepbb\x06proto3"
 
 var (
 	file_resource_v1alpha1_bgp_proto_rawDescOnce sync.Once
