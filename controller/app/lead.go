@@ -33,7 +33,10 @@ func (c *Controller) lead(ctx context.Context, inf *caches) {
 		AgentPort:          c.opts.AgentPort,
 	}, alloc, writer, log)
 
-	pusher := push.New(push.NewGRPCSender(c.opts.PushTLS), log.Named("push"), push.Options{Identity: c.opts.Identity, Resync: c.opts.Resync, Registry: c.opts.Registry})
+	sender := push.NewGRPCSender(c.opts.PushTLS)
+	defer sender.Close() //nolint:errcheck
+
+	pusher := push.New(sender, log.Named("push"), push.Options{Identity: c.opts.Identity, Resync: c.opts.Resync, Registry: c.opts.Registry})
 
 	pushDone := make(chan struct{})
 

@@ -7,7 +7,6 @@ type metrics struct {
 	services       prometheus.Gauge
 	failedServices prometheus.Gauge
 	poolUsed       *prometheus.GaugeVec
-	agents         *prometheus.GaugeVec
 	passSeconds    prometheus.Histogram
 	invalidObjects prometheus.Gauge
 }
@@ -30,10 +29,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "talos_lb", Subsystem: "controller", Name: "pool_addresses_used",
 			Help: "Addresses in use per pool and family.",
 		}, []string{"pool", "family"}),
-		agents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: "talos_lb", Subsystem: "controller", Name: "agents",
-			Help: "Agents by push state (synced, pending, rejected, unreachable).",
-		}, []string{"state"}),
 		passSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "talos_lb", Subsystem: "controller", Name: "pass_seconds",
 			Help:    "Duration of a reconcile pass (allocation, status writes, desired state).",
@@ -45,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 
-	reg.MustRegister(m.leader, m.services, m.failedServices, m.poolUsed, m.agents, m.passSeconds, m.invalidObjects)
+	reg.MustRegister(m.leader, m.services, m.failedServices, m.poolUsed, m.passSeconds, m.invalidObjects)
 
 	return m
 }

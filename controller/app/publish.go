@@ -169,11 +169,9 @@ func (c *Controller) publishServices(ctx context.Context, res *reconcile.Result,
 
 func (c *Controller) publishPushes(ctx context.Context, pushes map[string]push.Status, res *reconcile.Result) {
 	keep := map[resource.ID]bool{}
-	states := map[string]float64{}
 
 	for node, st := range pushes {
 		keep[node] = true
-		states[st.State]++
 
 		modify(ctx, c, resources.NewAgentPush(node), func(r *resources.AgentPush) {
 			s := r.TypedSpec().Value
@@ -189,10 +187,6 @@ func (c *Controller) publishPushes(ctx context.Context, pushes map[string]push.S
 				s.LastAck = timestamppb.New(st.LastAck)
 			}
 		})
-	}
-
-	for _, s := range []string{push.StateSynced, push.StatePending, push.StateRejected, push.StateUnreachable} {
-		c.metrics.agents.WithLabelValues(s).Set(states[s])
 	}
 
 	c.prune(ctx, resources.AgentPushType, keep)
