@@ -49,6 +49,7 @@ test-netns: deps build
 
 ## test-k8s: the k8s tier: lb-controller against a real kube-apiserver and etcd (built once by hack/kapi/build.sh, cached).
 test-k8s: build
+	$(GO) vet -tags k8s ./integration/k8s/...
 	LB_KAPI_DIR="$$(./hack/kapi/build.sh)" LB_BIN_DIR=$(CURDIR)/$(OUT) $(GO) test -tags k8s -count=1 -p 1 -timeout 20m ./integration/k8s/...
 
 ## test-vm: the VM tier: Debian's kernel under QEMU runs the IPVS controller against real IPVS and nftables (downloads the kernel on first use).
