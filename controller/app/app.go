@@ -259,3 +259,13 @@ func (inf *caches) snapshot() *reconcile.Cluster {
 
 // Identity is this replica's name in the Lease and in pushes.
 func (c *Controller) Identity() string { return c.opts.Identity }
+
+// service returns the informer's Service namespace/name, or nil.
+func (inf *caches) service(key string) *corev1.Service {
+	obj, ok, err := inf.services.GetStore().GetByKey(key)
+	if err != nil || !ok {
+		return nil
+	}
+
+	return obj.(*corev1.Service) //nolint:forcetypeassert // typed informer
+}

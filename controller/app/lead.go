@@ -53,6 +53,8 @@ func (c *Controller) lead(ctx context.Context, inf *caches) {
 
 	var last *reconcile.Result
 
+	tracker := newAnnounceTracker()
+
 	c.Kick()
 
 	for {
@@ -62,7 +64,9 @@ func (c *Controller) lead(ctx context.Context, inf *caches) {
 
 			return
 		case <-pusher.Changes():
-			c.publishPushes(ctx, pusher.Status(), last)
+			status := pusher.Status()
+			c.publishPushes(ctx, status, last)
+			tracker.update(last, status, inf.service, writer.Event)
 
 			continue
 		case <-resync.C:
