@@ -89,9 +89,13 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("creating state directory (stateDir): %w", err)
 	}
 
+	serviceL2 := newL2Service(st, cfg.Node.Name, logger.Named("l2svc"))
+	defer serviceL2.close()
+
 	// The last pushed state runs again at once, whether or not the controller is there.
 	pushes := push.New(push.Options{
 		State: st, NodeName: cfg.Node.Name, StateDir: cfg.StateDir, Registry: reg, Logger: logger.Named("push"),
+		Announcer: announcers{serviceL2.announcer},
 	})
 	if err := pushes.Restore(ctx); err != nil {
 		return err
@@ -129,7 +133,7 @@ func Run(ctx context.Context, opts Options) error {
 
 	ipvsServices := &ipvs.ServiceController{Kernel: ipvsKernel, SNAT: &snat.Masquerade{}, Metrics: ipvs.NewMetrics(reg)}
 
-	for _, c := range []controller.Controller{
+	for _, c := range append([]controller.Controller{
 		&health.Controller{Prober: health.NetProber{}, Metrics: health.NewMetrics(reg)},
 		&node.StatusController{Addresses: netutil.NetlinkAddresses{}, Version: version.Version, StartedAt: startedAt},
 		&proxy.Controller{Metrics: proxy.NewMetrics(reg)},
@@ -140,7 +144,7 @@ func Run(ctx context.Context, opts Options) error {
 		&vip.IPVSController{},
 		&bgp.Controller{Speaker: speaker.NewGoBGP(slog.New(slog.NewJSONHandler(os.Stderr, nil))), Host: bgp.NetlinkHost{}, NodeName: cfg.Node.Name},
 		ipvsServices,
-	} {
+	}, serviceL2.controllers()...) {
 		if err := rt.RegisterController(c); err != nil {
 			return fmt.Errorf("registering controller %s: %w", c.Name(), err)
 		}
