@@ -1,8 +1,15 @@
-// Package bgp turns the BGP config and every BGPAdvertisement into the
-// embedded speaker's peers and paths, and publishes what the speaker does:
-// BGPPeerStatus per router, BGPRoute per prefix. Several owners may advertise
-// one prefix (ref-counted): it is announced once, and withdrawn when the last
-// owner goes. On shutdown the speaker sends Cease so routers withdraw at once.
+// Package bgp turns the BGP config, the peers pushed by the controller and
+// every BGPAdvertisement into the embedded speaker's peers and paths, and
+// publishes what the speaker does: BGPPeerStatus per router, BGPRoute per
+// prefix. Several owners may advertise one prefix (ref-counted): it is
+// announced once, and withdrawn when the last owner goes. On shutdown the
+// speaker sends Cease so routers withdraw at once.
+//
+// Peers come from two places: the agent config's bgp section and the
+// controller's pushes (PushedBGPPeer). Both run side by side; a config peer
+// wins over a pushed one of the same name or address. The speaker runs as
+// soon as either has a peer: its AS is the config's, else the lowest local
+// ASN of the pushed peers, and every pushed peer speaks as its own local ASN.
 package bgp
 
 import (
@@ -53,6 +60,10 @@ type Controller struct {
 	Host    Host
 	// NodeName seeds the router ID of a node without IPv4.
 	NodeName string
+
+	// ran says the speaker was applied once, with lastGlobal.
+	ran        bool
+	lastGlobal speaker.Global
 }
 
 // Name implements controller.Controller.
@@ -65,6 +76,7 @@ func (ctrl *Controller) Inputs() []controller.Input {
 	return []controller.Input{
 		{Namespace: resources.BGPNamespace, Type: resources.BGPConfigType, ID: optional.Some(resources.BGPConfigID), Kind: controller.InputWeak},
 		{Namespace: resources.BGPNamespace, Type: resources.BGPAdvertisementType, Kind: controller.InputWeak},
+		{Namespace: resources.BGPNamespace, Type: resources.PushedBGPPeerType, Kind: controller.InputWeak},
 		{Namespace: resources.AgentNamespace, Type: resources.AgentLifecycleType, ID: optional.Some(resources.AgentLifecycleID), Kind: controller.InputWeak},
 	}
 }
@@ -133,12 +145,25 @@ func (ctrl *Controller) reconcile(ctx context.Context, r controller.Runtime, log
 		return true, nil
 	}
 
+	pushed, err := safe.ReaderListAll[*resources.PushedBGPPeer](ctx, r)
+	if err != nil {
+		return false, fmt.Errorf("listing pushed bgp peers: %w", err)
+	}
+
+	var pushedPeers []*resourcepb.PushedBgpPeer
+	for p := range pushed.All() {
+		pushedPeers = append(pushedPeers, p.TypedSpec().Value)
+	}
+
 	r.StartTrackingOutputs()
 
+	var cfgSpec *resourcepb.BgpConfigSpec
 	if cfg != nil {
-		if err := ctrl.apply(ctx, r, logger, cfg.TypedSpec().Value); err != nil {
-			return false, err
-		}
+		cfgSpec = cfg.TypedSpec().Value
+	}
+
+	if err := ctrl.apply(ctx, r, logger, cfgSpec, pushedPeers); err != nil {
+		return false, err
 	}
 
 	if err := r.CleanupOutputs(ctx, resources.NewBGPPeerStatus("").Metadata(), resources.NewBGPRoute("").Metadata()); err != nil {
@@ -148,10 +173,117 @@ func (ctrl *Controller) reconcile(ctx context.Context, r controller.Runtime, log
 	return false, nil
 }
 
-func (ctrl *Controller) apply(ctx context.Context, r controller.Runtime, logger *zap.Logger, cfg *resourcepb.BgpConfigSpec) error {
+// Sources of a peer, as BGPPeerStatus says.
+const (
+	SourceConfig     = "config"
+	SourceController = "controller"
+)
+
+// peerEntry is one peer to run, from the config or pushed.
+type peerEntry struct {
+	spec     *resourcepb.BgpPeerSpec
+	source   string
+	localASN uint32
+	note     string
+	err      error
+}
+
+// peers lists the config's peers, then the pushed ones by name. A pushed
+// peer whose name or address a config peer has is left out (the config wins)
+// and both say so.
+func peers(cfg *resourcepb.BgpConfigSpec, pushed []*resourcepb.PushedBgpPeer) []*peerEntry {
+	var out []*peerEntry
+
+	byName := map[string]*peerEntry{}
+	byAddr := map[string]*peerEntry{}
+
+	for _, p := range cfg.GetPeers() {
+		e := &peerEntry{spec: p, source: SourceConfig, localASN: cfg.GetAsn()}
+		out = append(out, e)
+		byName[p.GetName()] = e
+		byAddr[canonical(p.GetAddress())] = e
+	}
+
+	slices.SortFunc(pushed, func(a, b *resourcepb.PushedBgpPeer) int {
+		return strings.Compare(a.GetPeer().GetName(), b.GetPeer().GetName())
+	})
+
+	for _, p := range pushed {
+		spec := p.GetPeer()
+
+		if e, ok := byName[spec.GetName()]; ok {
+			e.note = "the controller pushes a peer of the same name (" + spec.GetAddress() + "); the agent config's wins"
+
+			continue
+		}
+
+		e := &peerEntry{spec: spec, source: SourceController, localASN: p.GetLocalAsn()}
+		if e.localASN == 0 {
+			e.localASN = cfg.GetAsn()
+		}
+
+		switch other, dup := byAddr[canonical(spec.GetAddress())]; {
+		case dup && other.source == SourceConfig:
+			e.err = fmt.Errorf("address %s is config peer %s's: the agent config wins", spec.GetAddress(), other.spec.GetName())
+			other.note = "the controller pushes peer " + spec.GetName() + " with the same address; the agent config wins"
+		case dup:
+			e.err = fmt.Errorf("address %s is pushed peer %s's too", spec.GetAddress(), other.spec.GetName())
+		case e.localASN == 0:
+			e.err = errors.New("no local ASN: the push names none and the agent config has no bgp.asn")
+		default:
+			byAddr[canonical(spec.GetAddress())] = e
+		}
+
+		out = append(out, e)
+	}
+
+	return out
+}
+
+func canonical(addr string) string {
+	if a, err := netip.ParseAddr(addr); err == nil {
+		return a.String()
+	}
+
+	return addr
+}
+
+// global is the speaker's AS: the config's, else the lowest local ASN of the
+// running pushed peers (each pushed peer speaks as its own local ASN anyway).
+func global(cfg *resourcepb.BgpConfigSpec, entries []*peerEntry) uint32 {
+	if cfg.GetAsn() != 0 {
+		return cfg.GetAsn()
+	}
+
+	var asn uint32
+
+	for _, e := range entries {
+		if e.err == nil && e.localASN != 0 && (asn == 0 || e.localASN < asn) {
+			asn = e.localASN
+		}
+	}
+
+	return asn
+}
+
+func (ctrl *Controller) apply(ctx context.Context, r controller.Runtime, logger *zap.Logger, cfg *resourcepb.BgpConfigSpec, pushed []*resourcepb.PushedBgpPeer) error {
+	entries := peers(cfg, pushed)
+
 	routes, paths, err := ctrl.routes(ctx, r)
 	if err != nil {
 		return err
+	}
+
+	if len(entries) == 0 && cfg == nil {
+		// Nothing to speak to. A speaker that ran keeps running, without
+		// peers or paths, so sessions close and routes are withdrawn.
+		if ctrl.ran {
+			if _, err := ctrl.Speaker.Apply(ctx, speaker.Desired{Global: ctrl.lastGlobal}); err != nil {
+				logger.Warn("BGP speaker", zap.Error(err))
+			}
+		}
+
+		return ctrl.writeRoutes(ctx, r, routes, speaker.Result{}, errors.New("no BGP peer: the agent config has no bgp section and the controller pushes no peer"))
 	}
 
 	routerID, err := ctrl.routerID(cfg)
@@ -159,38 +291,53 @@ func (ctrl *Controller) apply(ctx context.Context, r controller.Runtime, logger 
 		return err
 	}
 
-	peerErrs := map[string]error{}
+	var sps []speaker.Peer
 
-	var peers []speaker.Peer
+	for _, e := range entries {
+		if e.err != nil {
+			continue
+		}
 
-	for _, p := range cfg.GetPeers() {
-		sp, err := ctrl.peer(p)
+		sp, err := ctrl.peer(e.spec)
 		if err != nil {
-			peerErrs[p.GetName()] = err
+			e.err = err
 
 			continue
 		}
 
-		peers = append(peers, sp)
+		sp.LocalASN = e.localASN
+		sps = append(sps, sp)
 	}
 
-	res, applyErr := ctrl.Speaker.Apply(ctx, speaker.Desired{
-		Global: speaker.Global{ASN: cfg.GetAsn(), RouterID: routerID, ListenPort: int32(cfg.GetListenPort())}, //nolint:gosec // validated to a port
-		Peers:  peers,
-		Paths:  paths,
-	})
-	for name, err := range res.PeerErrors {
-		peerErrs[name] = err
+	g := speaker.Global{ASN: global(cfg, entries), RouterID: routerID, ListenPort: int32(cfg.GetListenPort())} //nolint:gosec // validated to a port
+
+	res, applyErr := ctrl.Speaker.Apply(ctx, speaker.Desired{Global: g, Peers: sps, Paths: paths})
+	if applyErr == nil {
+		ctrl.ran, ctrl.lastGlobal = true, g
 	}
 
-	for name, err := range peerErrs {
-		logger.Warn("BGP peer not running", zap.String("peer", name), zap.Error(err))
+	for _, e := range entries {
+		if err := res.PeerErrors[e.spec.GetName()]; err != nil {
+			e.err = err
+		}
+
+		if e.err != nil {
+			logger.Warn("BGP peer not running", zap.String("peer", e.spec.GetName()), zap.String("source", e.source), zap.Error(e.err))
+		}
 	}
 
 	if applyErr != nil {
 		logger.Warn("BGP speaker", zap.Error(applyErr))
 	}
 
+	if err := ctrl.writeRoutes(ctx, r, routes, res, applyErr); err != nil {
+		return err
+	}
+
+	return ctrl.writePeers(ctx, r, entries)
+}
+
+func (ctrl *Controller) writeRoutes(ctx context.Context, r controller.Runtime, routes map[string]*resourcepb.BgpRouteSpec, res speaker.Result, applyErr error) error {
 	for prefix, route := range routes {
 		switch pathErr := res.PathErrors[netip.MustParsePrefix(prefix)]; {
 		case route.GetLastError() != "":
@@ -211,29 +358,33 @@ func (ctrl *Controller) apply(ctx context.Context, r controller.Runtime, logger 
 		}
 	}
 
-	return ctrl.writePeers(ctx, r, cfg, peerErrs)
+	return nil
 }
 
-func (ctrl *Controller) writePeers(ctx context.Context, r controller.Runtime, cfg *resourcepb.BgpConfigSpec, peerErrs map[string]error) error {
+func (ctrl *Controller) writePeers(ctx context.Context, r controller.Runtime, entries []*peerEntry) error {
 	states, err := ctrl.Speaker.Peers(ctx)
 	if err != nil {
 		return err
 	}
 
-	for _, p := range cfg.GetPeers() {
-		addr, _ := netip.ParseAddr(p.GetAddress()) //nolint:errcheck // validated by the config parser
+	for _, e := range entries {
+		p := e.spec
+		addr, _ := netip.ParseAddr(p.GetAddress()) //nolint:errcheck // validated by the config parser and the push
 
 		var st speaker.PeerState
 
-		for _, s := range states {
-			if s.Address == addr {
-				st = s
+		if e.err == nil {
+			for _, s := range states {
+				if s.Address == addr {
+					st = s
+				}
 			}
 		}
 
 		if err := safe.WriterModify(ctx, r, resources.NewBGPPeerStatus(p.GetName()), func(res *resources.BGPPeerStatus) error {
 			s := res.TypedSpec().Value
 			s.Name, s.Address, s.Asn, s.LocalAddress = p.GetName(), p.GetAddress(), p.GetAsn(), p.GetLocalAddress()
+			s.Source, s.LocalAsn, s.Note = e.source, e.localASN, e.note
 			s.State, s.BfdState = st.State, st.BFDState
 			s.PrefixesSent, s.PrefixesReceived = st.PrefixesSent, st.PrefixesReceived
 			s.Since = nil
@@ -243,8 +394,8 @@ func (ctrl *Controller) writePeers(ctx context.Context, r controller.Runtime, cf
 			}
 
 			s.LastError = ""
-			if err := peerErrs[p.GetName()]; err != nil {
-				s.LastError = err.Error()
+			if e.err != nil {
+				s.LastError = e.err.Error()
 				s.State = "not running"
 			}
 
@@ -283,6 +434,17 @@ func (ctrl *Controller) routes(ctx context.Context, r controller.Reader) (map[st
 			routes[key] = rt
 		}
 
+		// Peers: the union of what the advertisements name; one naming
+		// none wants every peer, so the route goes to every peer.
+		switch {
+		case !ok:
+			rt.Peers = appendSorted(nil, a.GetPeers()...)
+		case len(rt.Peers) > 0 && len(a.GetPeers()) > 0:
+			rt.Peers = appendSorted(rt.Peers, a.GetPeers()...)
+		default:
+			rt.Peers = nil
+		}
+
 		rt.Owners = appendSorted(rt.Owners, a.GetOwner())
 		rt.Communities = appendSorted(rt.Communities, a.GetCommunities()...)
 		rt.LargeCommunities = appendSorted(rt.LargeCommunities, a.GetLargeCommunities()...)
@@ -306,7 +468,7 @@ func (ctrl *Controller) routes(ctx context.Context, r controller.Reader) (map[st
 }
 
 func path(key string, rt *resourcepb.BgpRouteSpec) (speaker.Path, error) {
-	p := speaker.Path{Prefix: netip.MustParsePrefix(key), LocalPref: rt.GetLocalPref()}
+	p := speaker.Path{Prefix: netip.MustParsePrefix(key), LocalPref: rt.GetLocalPref(), Peers: rt.GetPeers()}
 
 	var errs []error
 

@@ -23,11 +23,13 @@ type GoBGP struct {
 	log     *slog.Logger
 	changes chan struct{}
 
-	mu      sync.Mutex
-	server  *server.BgpServer
-	global  Global
-	peers   map[netip.Addr]Peer
-	paths   map[netip.Prefix]pathState
+	mu     sync.Mutex
+	server *server.BgpServer
+	global Global
+	peers  map[netip.Addr]Peer
+	paths  map[netip.Prefix]pathState
+	// filters holds each peer's deny set as installed (see filter.go).
+	filters map[netip.Addr]map[netip.Prefix]bool
 	stopped bool
 	// idleSince tracks sessions that sit idle: see reviveStuck.
 	idleSince map[netip.Addr]time.Time
@@ -75,7 +77,109 @@ func (g *GoBGP) Apply(ctx context.Context, d Desired) (Result, error) {
 		}
 	}
 
-	return Result{PeerErrors: g.applyPeers(ctx, d.Peers), PathErrors: g.applyPaths(d.Paths)}, nil
+	peerErrs := map[string]error{}
+	peers := g.uniquePeers(d.Peers, peerErrs)
+	deny := denySets(peers, d.Paths)
+
+	// Deny sets grow before the paths change and shrink after, so no path
+	// ever reaches a peer it is not meant for, even for a moment.
+	reset := g.tightenFilters(ctx, peers, deny, peerErrs)
+	g.applyPeers(ctx, peers, deny, peerErrs)
+	pathErrs := g.applyPaths(d.Paths)
+	g.loosenFilters(ctx, peers, deny, reset, peerErrs)
+
+	return Result{PeerErrors: peerErrs, PathErrors: pathErrs}, nil
+}
+
+// uniquePeers drops (and reports) a peer whose address an earlier one has:
+// the speaker knows peers by address.
+func (g *GoBGP) uniquePeers(want []Peer, errs map[string]error) []Peer {
+	seen := map[netip.Addr]string{}
+	out := make([]Peer, 0, len(want))
+
+	for _, p := range want {
+		if other, ok := seen[p.Address]; ok {
+			errs[p.Name] = fmt.Errorf("address %s is also peer %s's", p.Address, other)
+
+			continue
+		}
+
+		seen[p.Address] = p.Name
+		out = append(out, p)
+	}
+
+	return out
+}
+
+// tightenFilters grows the deny sets of running peers. A peer whose filter
+// cannot be set is stopped rather than sent what is not meant for it.
+func (g *GoBGP) tightenFilters(ctx context.Context, peers []Peer, deny map[netip.Addr]map[netip.Prefix]bool, errs map[string]error) map[netip.Addr]bool {
+	reset := map[netip.Addr]bool{}
+
+	for _, p := range peers {
+		if _, ok := g.filters[p.Address]; !ok {
+			continue // a new peer gets its filter before it is added
+		}
+
+		r, err := g.tighten(ctx, p.Address, deny[p.Address])
+		if err != nil {
+			errs[p.Name] = err
+			g.dropPeer(ctx, p.Address)
+
+			continue
+		}
+
+		reset[p.Address] = r
+	}
+
+	return reset
+}
+
+// loosenFilters shrinks the deny sets of running peers, removes the filters
+// of peers gone, and re-sends their routes to peers whose filter changed.
+func (g *GoBGP) loosenFilters(ctx context.Context, peers []Peer, deny map[netip.Addr]map[netip.Prefix]bool, reset map[netip.Addr]bool, errs map[string]error) {
+	names := map[netip.Addr]string{}
+	for _, p := range peers {
+		names[p.Address] = p.Name
+	}
+
+	for a := range g.filters {
+		if _, running := g.peers[a]; !running {
+			if err := g.removeFilter(ctx, a); err != nil {
+				g.log.Warn("removing a peer filter", slog.String("error", err.Error()))
+			}
+
+			continue
+		}
+
+		r, err := g.loosen(ctx, a, deny[a])
+		if err != nil {
+			errs[names[a]] = err
+
+			continue
+		}
+
+		if r || reset[a] {
+			if err := g.softResetOut(ctx, a); err != nil {
+				errs[names[a]] = err
+			}
+		}
+	}
+}
+
+// dropPeer stops a running peer.
+func (g *GoBGP) dropPeer(ctx context.Context, a netip.Addr) {
+	if _, ok := g.peers[a]; !ok {
+		return
+	}
+
+	if err := g.server.DeletePeer(ctx, &api.DeletePeerRequest{Address: a.String()}); err != nil {
+		g.log.Warn("stopping a peer", slog.String("peer", a.String()), slog.String("error", err.Error()))
+
+		return
+	}
+
+	delete(g.peers, a)
 }
 
 func (g *GoBGP) startServer(ctx context.Context, gl Global) error {
@@ -131,6 +235,7 @@ func (g *GoBGP) startServer(ctx context.Context, gl Global) error {
 
 	g.server, g.global = s, gl
 	g.peers, g.paths = map[netip.Addr]Peer{}, map[netip.Prefix]pathState{}
+	g.filters = map[netip.Addr]map[netip.Prefix]bool{}
 	g.idleSince = map[netip.Addr]time.Time{}
 
 	return nil
@@ -154,11 +259,14 @@ func (g *GoBGP) stopServer(ctx context.Context) {
 	g.server = nil
 }
 
-func (g *GoBGP) applyPeers(ctx context.Context, want []Peer) map[string]error {
-	errs := map[string]error{}
+func (g *GoBGP) applyPeers(ctx context.Context, want []Peer, deny map[netip.Addr]map[netip.Prefix]bool, errs map[string]error) {
 	wanted := map[netip.Addr]bool{}
 
 	for _, p := range want {
+		if errs[p.Name] != nil {
+			continue // its filter failed: it stays stopped
+		}
+
 		wanted[p.Address] = true
 
 		if cur, ok := g.peers[p.Address]; ok && reflect.DeepEqual(cur, p) {
@@ -174,6 +282,14 @@ func (g *GoBGP) applyPeers(ctx context.Context, want []Peer) map[string]error {
 			}
 
 			delete(g.peers, p.Address)
+		}
+
+		if _, ok := g.filters[p.Address]; !ok {
+			if err := g.addFilter(ctx, p.Address, deny[p.Address]); err != nil {
+				errs[p.Name] = fmt.Errorf("peer %s (%s): its export filter: %w", p.Name, p.Address, err)
+
+				continue
+			}
 		}
 
 		if err := g.server.AddPeer(ctx, &api.AddPeerRequest{Peer: apiPeer(p)}); err != nil {
@@ -198,8 +314,6 @@ func (g *GoBGP) applyPeers(ctx context.Context, want []Peer) map[string]error {
 
 		delete(g.peers, addr)
 	}
-
-	return errs
 }
 
 func apiPeer(p Peer) *api.Peer {
@@ -209,7 +323,10 @@ func apiPeer(p Peer) *api.Peer {
 	}
 
 	peer := &api.Peer{
-		Conf: &api.PeerConf{NeighborAddress: p.Address.String(), PeerAsn: p.ASN, AuthPassword: p.Password, Description: p.Name},
+		Conf: &api.PeerConf{
+			NeighborAddress: p.Address.String(), PeerAsn: p.ASN, LocalAsn: p.LocalASN,
+			AuthPassword: p.Password, Description: p.Name,
+		},
 		Transport: &api.Transport{
 			LocalAddress: p.LocalAddress.String(),
 			RemotePort:   p.Port,
@@ -265,7 +382,10 @@ func (g *GoBGP) applyPaths(want []Path) map[netip.Prefix]error {
 	}
 
 	for prefix, p := range wanted {
-		if st, ok := g.paths[prefix]; ok && reflect.DeepEqual(st.path, p) {
+		if st, ok := g.paths[prefix]; ok && sameAttributes(st.path, p) {
+			// Only its peers may differ: the filters take care of those.
+			g.paths[prefix] = pathState{path: p, id: st.id}
+
 			continue
 		}
 
@@ -288,6 +408,13 @@ func (g *GoBGP) applyPaths(want []Path) map[netip.Prefix]error {
 	}
 
 	return errs
+}
+
+// sameAttributes says two paths announce the same thing, whatever their peers.
+func sameAttributes(a, b Path) bool {
+	a.Peers, b.Peers = nil, nil
+
+	return reflect.DeepEqual(a, b)
 }
 
 func apiPath(p Path) (*apiutil.Path, error) {

@@ -19,10 +19,12 @@ type Global struct {
 
 // Peer is one router session.
 type Peer struct {
-	Name         string
-	Address      netip.Addr
-	Port         uint32
-	ASN          uint32
+	Name    string
+	Address netip.Addr
+	Port    uint32
+	ASN     uint32
+	// LocalASN is the AS this node speaks as on this session; 0: Global.ASN.
+	LocalASN     uint32
 	LocalAddress netip.Addr
 	HoldTime     time.Duration
 	Keepalive    time.Duration
@@ -45,6 +47,9 @@ type Path struct {
 	Communities      []uint32
 	LargeCommunities [][3]uint32
 	LocalPref        uint32
+	// Peers names the peers (Peer.Name) the path goes to; empty: every peer.
+	// A name no peer has is no error: the path goes to the peers named that exist.
+	Peers []string
 }
 
 // PeerState is a session as the speaker sees it.
