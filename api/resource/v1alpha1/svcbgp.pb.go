@@ -53,7 +53,8 @@ type ServiceBgpStatusSpec struct {
 	LargeCommunities []string `protobuf:"bytes,10,rep,name=large_communities,json=largeCommunities,proto3" json:"large_communities,omitempty"`
 	LocalPref        uint32   `protobuf:"varint,11,opt,name=local_pref,json=localPref,proto3" json:"local_pref,omitempty"`
 	// What keeps an announced prefix from the routers, from the speaker's
-	// BGPRoute ("no BGP peer", a malformed community); empty when all is well.
+	// BGPRoute ("no BGP peer ...", a malformed community, "not yet taken by
+	// the BGP speaker"); empty when the speaker holds the prefix.
 	Error string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
 	// When announced or reason last changed.
 	Since         *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=since,proto3" json:"since,omitempty"`
