@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/talos-lb/talos-lb/pkg/version.Version=$(VERSION)
 BINARIES := lb-agent lbctl lb-controller
 export CGO_ENABLED := 0
 
-.PHONY: all build generate check-generate lint test test-unit test-netns test-vm test-k8s deps demo clean bench-vip bench-proxy bench-bgp bench-controller
+.PHONY: all build generate check-generate lint test test-unit test-netns test-vm test-k8s deps demo clean bench-vip bench-proxy bench-bgp bench-controller bench-l2
 
 all: build
 
@@ -103,6 +103,10 @@ bench-bgp: deps build
 ## bench-vip: client-observed VIP failover, talos-lb vs keepalived (VRRP), side by side (root).
 bench-vip: deps build
 	LB_BIN_DIR=$(CURDIR)/$(OUT) $(GO) run ./hack/bench/vip
+
+## bench-l2: client-observed L2 failover of a service IP with the controller down (4 agents, owner frozen; root).
+bench-l2: deps build
+	LB_BIN_DIR=$(CURDIR)/$(OUT) $(GO) run ./hack/bench/l2
 
 ## bench-proxy: the local API proxy vs direct, HAProxy and go-loadbalancer (KubePrism) on loopback.
 ## go-loadbalancer is built from its own module under hack/bench/golb, outside the project's dependencies.

@@ -25,6 +25,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mdlayher/arp"
+
 	"github.com/talos-lb/talos-lb/controller/desired"
 	"github.com/talos-lb/talos-lb/controller/push"
 	"github.com/talos-lb/talos-lb/integration/cluster"
@@ -32,6 +34,7 @@ import (
 	"github.com/talos-lb/talos-lb/integration/standin"
 	"github.com/talos-lb/talos-lb/pkg/client"
 	"github.com/talos-lb/talos-lb/pkg/pki"
+	"github.com/talos-lb/talos-lb/pkg/rank"
 )
 
 // Lab service IPs: inside the lab's subnets, on no interface of any node.
@@ -571,4 +574,62 @@ func Partition(ctx context.Context, h *lab.Host, rest []*lab.Host, on bool) erro
 	}
 
 	return nil
+}
+
+// FirstARPReply asks for ip's MAC from the client every 10 ms until a MAC
+// other than not answers; it says which and when.
+func FirstARPReply(ctx context.Context, client *lab.Host, ip netip.Addr, not net.HardwareAddr, timeout time.Duration) (net.HardwareAddr, time.Time, error) {
+	var c *arp.Client
+
+	if err := client.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+
+		c, err = arp.Dial(ifi)
+
+		return err
+	}); err != nil {
+		return nil, time.Time{}, fmt.Errorf("ARP client: %w", err)
+	}
+	defer c.Close() //nolint:errcheck
+
+	deadline := time.Now().Add(timeout)
+
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if err := c.Request(ip); err != nil {
+			time.Sleep(10 * time.Millisecond)
+
+			continue
+		}
+
+		c.SetReadDeadline(time.Now().Add(10 * time.Millisecond)) //nolint:errcheck
+
+		for {
+			p, _, err := c.Read()
+			if err != nil {
+				break
+			}
+
+			if p.Operation == arp.OperationReply && p.SenderIP == ip && p.SenderHardwareAddr.String() != not.String() {
+				return p.SenderHardwareAddr, time.Now(), nil
+			}
+		}
+	}
+
+	return nil, time.Time{}, fmt.Errorf("no ARP reply for %s from a MAC other than %s within %s", ip, not, timeout)
+}
+
+// SameRankV6 is an address of the lab's IPv6 subnet that nodes rank exactly
+// like ip4, so that one fault moves both.
+func SameRankV6(ip4 netip.Addr, nodes []string) netip.Addr {
+	want := rank.Order(ip4.String(), nodes)
+
+	for i := 0x200; ; i++ {
+		ip := netip.MustParseAddr(fmt.Sprintf("fd77::%x", i))
+		if slices.Equal(rank.Order(ip.String(), nodes), want) {
+			return ip
+		}
+	}
 }

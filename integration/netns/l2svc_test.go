@@ -1,7 +1,6 @@
 package netns_test
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -40,7 +39,7 @@ func startL2Lab(t *testing.T, n int) *l2Lab {
 		v.names = append(v.names, h.Name)
 	}
 
-	v.ip6 = sameRankV6(v.ip4, v.names)
+	v.ip6 = l2check.SameRankV6(v.ip4, v.names)
 
 	if err := l2check.StartStandIns(t.Context(), l, v.ip4, v.ip6); err != nil {
 		t.Fatal(err)
@@ -57,18 +56,6 @@ func startL2Lab(t *testing.T, n int) *l2Lab {
 	v.push(nil)
 
 	return v
-}
-
-// sameRankV6 is an address of the lab's IPv6 subnet ranked like ip4.
-func sameRankV6(ip4 netip.Addr, nodes []string) netip.Addr {
-	want := rank.Order(ip4.String(), nodes)
-
-	for i := 0x200; ; i++ {
-		ip := netip.MustParseAddr(fmt.Sprintf("fd77::%x", i))
-		if slices.Equal(rank.Order(ip.String(), nodes), want) {
-			return ip
-		}
-	}
 }
 
 // push pushes the Service; endpointNodes as in l2check.Input.
