@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -92,10 +93,12 @@ func Run(ctx context.Context, opts Options) error {
 	serviceL2 := newL2Service(st, cfg.Node.Name, logger.Named("l2svc"))
 	defer serviceL2.close()
 
+	serviceBGP := newBGPService(st, cfg.Node.Name)
+
 	// The last pushed state runs again at once, whether or not the controller is there.
 	pushes := push.New(push.Options{
 		State: st, NodeName: cfg.Node.Name, StateDir: cfg.StateDir, Registry: reg, Logger: logger.Named("push"),
-		Announcer: announcers{serviceL2.announcer},
+		Announcer: announcers{serviceL2.announcer, serviceBGP.announcer},
 	})
 	if err := pushes.Restore(ctx); err != nil {
 		return err
@@ -144,7 +147,7 @@ func Run(ctx context.Context, opts Options) error {
 		&vip.IPVSController{},
 		&bgp.Controller{Speaker: speaker.NewGoBGP(slog.New(slog.NewJSONHandler(os.Stderr, nil))), Host: bgp.NetlinkHost{}, NodeName: cfg.Node.Name},
 		ipvsServices,
-	}, serviceL2.controllers()...) {
+	}, slices.Concat(serviceL2.controllers(), serviceBGP.controllers())...) {
 		if err := rt.RegisterController(c); err != nil {
 			return fmt.Errorf("registering controller %s: %w", c.Name(), err)
 		}
