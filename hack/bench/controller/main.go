@@ -7,7 +7,8 @@
 //
 // recompute_ms is the median of steady-state passes (after a first pass
 // allocated everything: every Service re-checked, no status writes, desired
-// state recomputed). push_all_ms is the median time from Pusher.Set until
+// state recomputed); passes after a node turns not Ready or Ready again are
+// shown beside it. push_all_ms is the median time from Pusher.Set until
 // every node acked its new generation, in rounds that each add one Service so
 // that the shared state, and thus every node's state, changes. rss_mb is the
 // process's peak RSS (VmHWM), ackers included. The last line is stable:
@@ -32,6 +33,7 @@ import (
 
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/talos-lb/talos-lb/controller/lbservice"
 	"github.com/talos-lb/talos-lb/controller/push"
@@ -105,7 +107,7 @@ func run(ctx context.Context, t *tb, o options) error {
 		addrs[i] = a.Address
 	}
 
-	fmt.Printf("started %d ackers in %v\n", len(agents), time.Since(start).Round(time.Millisecond))
+	fmt.Printf("started %d ackers in %v%s\n", len(agents), time.Since(start).Round(time.Millisecond), hwmNow())
 
 	m := newSim(o.shape, addrs)
 	fmt.Printf("cluster: %s\n", o.shape)
@@ -127,11 +129,16 @@ func run(ctx context.Context, t *tb, o options) error {
 		return fmt.Errorf("first pass: %d Services without an address, e.g. %v", len(res.Errors), firstOf(res.Errors))
 	}
 
-	fmt.Printf("first pass (allocates all): %.0f ms, %d status writes, %d Events\n", stats.Ms(cold), w.writes, w.events)
+	fmt.Printf("first pass (allocates all): %.0f ms, %d status writes, %d Events%s\n", stats.Ms(cold), w.writes, w.events, hwmNow())
 
 	describe(res)
 
 	recompute, err := steadyPasses(ctx, o, rec, m, w)
+	if err != nil {
+		return err
+	}
+
+	nodeChange, err := nodePasses(ctx, o, rec, m)
 	if err != nil {
 		return err
 	}
@@ -166,6 +173,7 @@ func run(ctx context.Context, t *tb, o options) error {
 
 	row("first pass (cold: allocate and write all)", []time.Duration{cold})
 	row("steady-state pass (recompute)", recompute)
+	row("pass after a node turned (not) Ready", nodeChange)
 	row("first push (TLS handshakes to every agent)", []time.Duration{pushes.cold})
 	row("full push (every node a new generation)", pushes.rounds)
 	fmt.Printf("| peak RSS (VmHWM, ackers included) | %d MiB | | | |\n", hwm)
@@ -233,6 +241,52 @@ func steadyPasses(ctx context.Context, o options, rec *reconcile.Reconciler, m *
 	}
 
 	return out, nil
+}
+
+// nodePasses times passes after one node's Ready condition flips, as when a
+// node goes down or comes back: the eligible nodes change for every service
+// IP. An even number of flips: the node ends Ready.
+func nodePasses(ctx context.Context, o options, rec *reconcile.Reconciler, m *sim) ([]time.Duration, error) {
+	flips := o.passes + o.passes%2
+	out := make([]time.Duration, 0, flips)
+	last := len(m.cl.Nodes) - 1
+
+	for i := range flips {
+		// A new object, as the informer delivers it.
+		n := m.cl.Nodes[last].DeepCopy()
+		ready := setReady(n, i%2 == 1)
+		m.cl.Nodes[last] = n
+
+		start := time.Now()
+
+		if _, err := rec.Pass(ctx, m.cl, m.cfg); err != nil {
+			return nil, fmt.Errorf("node pass %d: %w", i+1, err)
+		}
+
+		d := time.Since(start)
+		out = append(out, d)
+		fmt.Printf("pass after %s turned %s: %5.0f ms\n", n.Name, ready, stats.Ms(d))
+	}
+
+	fmt.Printf("after the passes%s\n", hwmNow())
+
+	return out, nil
+}
+
+// setReady sets n's Ready condition and says what it became.
+func setReady(n *corev1.Node, ready bool) string {
+	status, word := corev1.ConditionFalse, "not Ready"
+	if ready {
+		status, word = corev1.ConditionTrue, "Ready"
+	}
+
+	for i := range n.Status.Conditions {
+		if n.Status.Conditions[i].Type == corev1.NodeReady {
+			n.Status.Conditions[i].Status = status
+		}
+	}
+
+	return word
 }
 
 // pushResult is what the push rounds measured.
@@ -312,7 +366,7 @@ func pushRounds(ctx context.Context, t *tb, o options, ca *pki.KeyPair, agents [
 		return nil, fmt.Errorf("first push: %w", err)
 	}
 
-	fmt.Printf("first push (connects):   %5.0f ms %s\n", stats.Ms(out.cold), out.unfinished)
+	fmt.Printf("first push (connects):   %5.0f ms %s%s\n", stats.Ms(out.cold), out.unfinished, hwmNow())
 
 	stopProfile, err := profile(o.cpuProfile, "push")
 	if err != nil {
@@ -344,7 +398,7 @@ func pushRounds(ctx context.Context, t *tb, o options, ca *pki.KeyPair, agents [
 		count, bytes = count+c, bytes+b
 	}
 
-	fmt.Printf("ackers received %d pushes, %.0f MiB in all\n", count, float64(bytes)/(1<<20))
+	fmt.Printf("ackers received %d pushes, %.0f MiB in all%s\n", count, float64(bytes)/(1<<20), hwmNow())
 
 	return out, nil
 }
@@ -431,6 +485,16 @@ func peakRSS() (int, error) {
 	}
 
 	return 0, errors.Join(errors.New("no VmHWM in /proc/self/status"), sc.Err())
+}
+
+// hwmNow says the peak RSS so far, to see which phase reaches it.
+func hwmNow() string {
+	mb, err := peakRSS()
+	if err != nil {
+		return ""
+	}
+
+	return fmt.Sprintf(" (peak RSS so far %d MiB)", mb)
 }
 
 func firstOf(m map[string]string) string {
