@@ -53,7 +53,7 @@ type L2OwnershipSpec struct {
 	// members (gossip not configured): every eligible node then counts as live,
 	// the best-ranked one answers, and nobody takes over when it dies.
 	Liveness string `protobuf:"bytes,9,opt,name=liveness,proto3" json:"liveness,omitempty"`
-	// Eligible nodes that count as live, best ranked first.
+	// Eligible nodes that count as live, best ranked first (at most 8).
 	Ranking []string `protobuf:"bytes,10,rep,name=ranking,proto3" json:"ranking,omitempty"`
 	// What keeps the owner from answering as it should ("no interface ...",
 	// socket errors); empty when all is well.
