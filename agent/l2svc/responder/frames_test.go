@@ -1,14 +1,18 @@
 package responder
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"testing"
+	"time"
+	"unsafe"
 
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/ndp"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -189,4 +193,22 @@ func TestUnsolicitedNA(t *testing.T) {
 	require.Equal(t, allNodes, dst)
 	require.True(t, na.Override)
 	require.False(t, na.Solicited)
+}
+
+func TestArrivalStamp(t *testing.T) {
+	at := time.Date(2026, 11, 27, 18, 0, 0, 123456789, time.UTC)
+
+	b := make([]byte, unix.CmsgSpace(16))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = unix.SOL_SOCKET, unix.SO_TIMESTAMPNS_NEW
+	h.SetLen(unix.CmsgLen(16))
+	binary.NativeEndian.PutUint64(b[unix.CmsgLen(0):], uint64(at.Unix()))
+	binary.NativeEndian.PutUint64(b[unix.CmsgLen(0)+8:], uint64(at.Nanosecond()))
+
+	got, ok := arrival(b)
+	require.True(t, ok)
+	require.True(t, got.Equal(at), "%v", got)
+
+	_, ok = arrival(nil)
+	require.False(t, ok, "no stamp: answered")
 }

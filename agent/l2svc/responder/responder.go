@@ -62,6 +62,9 @@ func (o *Options) defaults() {
 // Stats counts frames sent since the responder started.
 type Stats struct {
 	ARPReplies, NAReplies, GratuitousARPs, UnsolicitedNAs uint64
+	// Stale counts requests dropped unanswered because they waited too long
+	// in the socket (the agent was frozen or starved).
+	Stale uint64
 }
 
 // Responder answers for the addresses given to Set. Its methods are safe for
@@ -69,7 +72,7 @@ type Stats struct {
 type Responder struct {
 	opts Options
 
-	arpReplies, naReplies, garps, unsolicitedNAs atomic.Uint64
+	arpReplies, naReplies, garps, unsolicitedNAs, stale atomic.Uint64
 
 	mu     sync.Mutex
 	links  map[string]*link
@@ -87,7 +90,7 @@ func New(opts Options) *Responder {
 func (r *Responder) Stats() Stats {
 	return Stats{
 		ARPReplies: r.arpReplies.Load(), NAReplies: r.naReplies.Load(),
-		GratuitousARPs: r.garps.Load(), UnsolicitedNAs: r.unsolicitedNAs.Load(),
+		GratuitousARPs: r.garps.Load(), UnsolicitedNAs: r.unsolicitedNAs.Load(), Stale: r.stale.Load(),
 	}
 }
 
@@ -326,7 +329,7 @@ func (l *link) serve(s *packetSocket, reply replyFunc, count *atomic.Uint64) {
 	buf := make([]byte, 1600)
 
 	for {
-		n, err := s.read(buf)
+		n, err := s.read(buf, func() { l.r.stale.Add(1) })
 		if err != nil {
 			select {
 			case <-l.stop:

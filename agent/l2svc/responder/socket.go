@@ -1,12 +1,14 @@
 package responder
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -57,6 +59,12 @@ type packetSocket struct {
 	proto   uint16
 }
 
+// maxAge is how long a frame may have waited in the socket before it is
+// dropped unanswered. Frames wait that long only when the agent was frozen or
+// starved, and ownership may have moved meanwhile: a late answer would point
+// the asker back at this node.
+const maxAge = time.Second
+
 func openPacket(ifindex int, proto uint16, filter []unix.SockFilter) (*packetSocket, error) {
 	// Protocol 0 until bound: no frame arrives before the filter is in place.
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
@@ -71,6 +79,10 @@ func openPacket(ifindex int, proto uint16, filter []unix.SockFilter) (*packetSoc
 
 		return nil, fmt.Errorf("attaching packet filter: %w", err)
 	}
+
+	// Arrival stamps (see maxAge); best effort: without them (kernels before
+	// 5.1) every frame is answered.
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS_NEW, 1) //nolint:errcheck
 
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: ifindex}); err != nil {
 		unix.Close(fd) //nolint:errcheck
@@ -90,17 +102,20 @@ func openPacket(ifindex int, proto uint16, filter []unix.SockFilter) (*packetSoc
 	return &packetSocket{f: f, rc: rc, ifindex: ifindex, proto: proto}, nil
 }
 
-// read reads one frame that arrived from the wire (never one this host sent).
-func (s *packetSocket) read(buf []byte) (int, error) {
+// read reads one frame that arrived from the wire (never one this host sent)
+// no longer than maxAge ago; stale counts the frames dropped as too old.
+func (s *packetSocket) read(buf []byte, stale func()) (int, error) {
+	var oob [64]byte
+
 	for {
 		var (
-			n    int
-			from unix.Sockaddr
-			rerr error
+			n, oobn int
+			from    unix.Sockaddr
+			rerr    error
 		)
 
 		if err := s.rc.Read(func(fd uintptr) bool {
-			n, from, rerr = unix.Recvfrom(int(fd), buf, 0)
+			n, oobn, _, from, rerr = unix.Recvmsg(int(fd), buf, oob[:], 0)
 
 			return !errors.Is(rerr, unix.EAGAIN)
 		}); err != nil {
@@ -115,8 +130,34 @@ func (s *packetSocket) read(buf []byte) (int, error) {
 			continue
 		}
 
+		if at, ok := arrival(oob[:oobn]); ok && time.Since(at) > maxAge {
+			stale()
+
+			continue
+		}
+
 		return n, nil
 	}
+}
+
+// arrival is the kernel's receive stamp among a frame's control messages.
+func arrival(oob []byte) (time.Time, bool) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return time.Time{}, false
+	}
+
+	for _, m := range msgs {
+		// struct __kernel_timespec: two 64-bit fields on every architecture.
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SO_TIMESTAMPNS_NEW && len(m.Data) >= 16 {
+			sec := int64(binary.NativeEndian.Uint64(m.Data[0:8]))   //nolint:gosec // a time
+			nsec := int64(binary.NativeEndian.Uint64(m.Data[8:16])) //nolint:gosec // a time
+
+			return time.Unix(sec, nsec), true
+		}
+	}
+
+	return time.Time{}, false
 }
 
 // write sends one whole Ethernet frame.
