@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -32,6 +33,7 @@ type published struct {
 	nodeSets   map[string]*resourcepb.NodeSet
 	bgpRules   map[string]*resourcepb.BgpAdvertisementRule
 	peers      map[string]*resourcepb.PushedBgpPeer
+	nodes      map[string]*resourcepb.NodeAddress
 	endpoints  []string
 	// passwords written, by peer; nil until the directory was first cleaned.
 	passwords map[string]string
@@ -43,6 +45,7 @@ func newPublished() published {
 		nodeSets:   map[string]*resourcepb.NodeSet{},
 		bgpRules:   map[string]*resourcepb.BgpAdvertisementRule{},
 		peers:      map[string]*resourcepb.PushedBgpPeer{},
+		nodes:      map[string]*resourcepb.NodeAddress{},
 	}
 }
 
@@ -65,6 +68,11 @@ func (h *Handler) apply(ctx context.Context, s *resourcepb.NodeDesiredState, app
 		return fmt.Errorf("BGP advertisement rules: %w", err)
 	}
 
+	if err := syncByID(ctx, st, h.pub.nodes, joinableNodes(s.GetNodes()), (*resourcepb.NodeAddress).GetName, resources.NewPushedNode,
+		func(r *resources.PushedNode, v *resourcepb.NodeAddress) { r.TypedSpec().Value = v }); err != nil {
+		return fmt.Errorf("nodes: %w", err)
+	}
+
 	if err := h.applyPeers(ctx, s.GetBgpPeers()); err != nil {
 		return err
 	}
@@ -81,6 +89,31 @@ func (h *Handler) apply(ctx context.Context, s *resourcepb.NodeDesiredState, app
 		p.RejectedGeneration = 0
 		p.LastError = ""
 	})
+}
+
+// joinableNodes is the pushed node list without the entries gossip could not
+// use (no name, an address that is not an IP), each name once (the first
+// wins). The node list only helps agents find each other, so a bad entry is
+// dropped rather than failing the whole push.
+func joinableNodes(nodes []*resourcepb.NodeAddress) []*resourcepb.NodeAddress {
+	out := make([]*resourcepb.NodeAddress, 0, len(nodes))
+	seen := make(map[string]bool, len(nodes))
+
+	for _, n := range nodes {
+		if n.GetName() == "" || seen[n.GetName()] {
+			continue
+		}
+
+		if ip, err := netip.ParseAddr(n.GetAddress()); err != nil || ip.Zone() != "" {
+			continue
+		}
+
+		seen[n.GetName()] = true
+
+		out = append(out, n)
+	}
+
+	return out
 }
 
 // applyPeers publishes the peers without their passwords: those go to

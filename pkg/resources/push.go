@@ -198,4 +198,34 @@ func (BGPAdvertisementRuleExtension) ResourceDefinition() meta.ResourceDefinitio
 func init() {
 	registerType(NodeSetType, &NodeSet{})
 	registerType(BGPAdvertisementRuleType, &BGPAdvertisementRule{})
+	registerType(PushedNodeType, &PushedNode{})
+}
+
+// PushedNodeType is a node of the cluster with its agent's host, as the
+// controller pushed it; its ID is the node name. The liveness gossip joins
+// these nodes (agent/member), so agents find each other without the controller.
+const PushedNodeType = resource.Type("PushedNodes.service.talos-lb.dev")
+
+// PushedNode is a node of the cluster with its agent's host, as pushed.
+type PushedNode = typed.Resource[Spec[resourcepb.NodeAddress, *resourcepb.NodeAddress], PushedNodeExtension]
+
+// NewPushedNode returns an empty PushedNode.
+func NewPushedNode(name string) *PushedNode {
+	return newResource[resourcepb.NodeAddress, *resourcepb.NodeAddress, PushedNodeExtension](
+		ServiceNamespace, PushedNodeType, name, &resourcepb.NodeAddress{})
+}
+
+// PushedNodeExtension provides the resource definition.
+type PushedNodeExtension struct{}
+
+// ResourceDefinition implements meta.ResourceDefinitionProvider.
+func (PushedNodeExtension) ResourceDefinition() meta.ResourceDefinitionSpec {
+	return meta.ResourceDefinitionSpec{
+		Type:             PushedNodeType,
+		Aliases:          []resource.Type{"pushednode", "pushednodes"},
+		DefaultNamespace: ServiceNamespace,
+		PrintColumns: []meta.PrintColumn{
+			{Name: "Address", JSONPath: "{.address}"},
+		},
+	}
 }
