@@ -50,6 +50,7 @@ type Config struct {
 	Proxies      []Proxy       `yaml:"proxies"`
 	VIP          *VIP          `yaml:"vip"`
 	BGP          *BGP          `yaml:"bgp"`
+	Members      *Members      `yaml:"members"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("1s",
@@ -159,6 +160,9 @@ func (c *Config) defaults(s scope) {
 	if c.BGP != nil {
 		c.BGP.defaults(s.at("bgp"))
 	}
+	if c.Members != nil {
+		c.Members.defaults(s.at("members"))
+	}
 }
 
 func (c *Config) validate(s scope) {
@@ -193,6 +197,9 @@ func (c *Config) validate(s scope) {
 	}
 	if c.BGP != nil {
 		c.BGP.validate(s.at("bgp"))
+	}
+	if c.Members != nil {
+		c.Members.validate(s.at("members"))
 	}
 }
 

@@ -212,7 +212,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level field",
 			in:   base + "stateDirectory: /tmp\n",
-			want: []string{"line 10: stateDirectory: unknown field (known: apiVersion, kind, node, api, metrics, stateDir, healthChecks, proxies, vip, bgp)"},
+			want: []string{"line 10: stateDirectory: unknown field (known: apiVersion, kind, node, api, metrics, stateDir, healthChecks, proxies, vip, bgp, members)"},
 		},
 		{
 			name: "duplicate key",

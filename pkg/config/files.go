@@ -34,5 +34,9 @@ func (c *Config) Files() []string {
 		}
 	}
 
+	if c.Members != nil {
+		add(c.Members.SecretKeyFile)
+	}
+
 	return files
 }
