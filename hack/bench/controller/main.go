@@ -11,7 +11,9 @@
 // shown beside it. push_all_ms is the median time from Pusher.Set until
 // every node acked its new generation, in rounds that each add one Service so
 // that the shared state, and thus every node's state, changes. rss_mb is the
-// process's peak RSS (VmHWM), ackers included. The last line is stable:
+// process's peak RSS (VmHWM), ackers included; with -ackers-process they run
+// in a child process and rss_mb is the controller's alone. The last line is
+// stable:
 //
 //	controller nodes=N services=N recompute_ms=N push_all_ms=N rss_mb=N
 package main
@@ -51,9 +53,17 @@ type options struct {
 	pushWait   time.Duration
 	cpuProfile string
 	memProfile string
+	// ackerProcess runs the ackers in a child process: rss_mb is then the controller's alone.
+	ackerProcess bool
 }
 
 func main() {
+	if os.Getenv(envAckers) != "" {
+		ackerChild()
+
+		return
+	}
+
 	o := options{shape: shape{racks: 4, controlPlanes: 3}}
 
 	flag.IntVar(&o.shape.nodes, "nodes", 1000, "nodes, each with an in-process agent")
@@ -68,6 +78,7 @@ func main() {
 	flag.DurationVar(&o.pushWait, "push-timeout", 2*time.Minute, "give up on a push after this long (the figure is then a lower bound and the program fails)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write CPU profiles to PREFIX.recompute.pprof and PREFIX.push.pprof")
 	flag.StringVar(&o.memProfile, "memprofile", "", "write a heap profile (in use and allocated) to this file at the end")
+	flag.BoolVar(&o.ackerProcess, "ackers-process", false, "run the ackers in a child process, so that rss_mb is the controller's alone")
 	flag.Parse()
 
 	if o.shape.localPM+o.shape.dualPM+o.shape.sharedPM+o.shape.requestedPM > 1000 || o.passes < 1 || o.rounds < 1 {
@@ -100,7 +111,20 @@ func run(ctx context.Context, t *tb, o options) error {
 	}
 
 	start := time.Now()
-	agents := pushtest.StartAckers(t, o.shape.nodes, ca)
+
+	var (
+		agents    []pushtest.Agent
+		stopChild func() (int, error)
+	)
+
+	if o.ackerProcess {
+		if agents, stopChild, err = startAckerProcess(t, o.shape.nodes, ca); err != nil {
+			return err
+		}
+	} else {
+		agents = pushtest.StartAckers(t, o.shape.nodes, ca)
+	}
+
 	addrs := make([]string, len(agents))
 
 	for i, a := range agents {
@@ -159,6 +183,17 @@ func run(ctx context.Context, t *tb, o options) error {
 		return err
 	}
 
+	rssRow := fmt.Sprintf("| peak RSS (VmHWM, %d in-process ackers included) | %d MiB | | | |\n", len(agents), hwm)
+
+	if stopChild != nil {
+		childHWM, err := stopChild()
+		if err != nil {
+			return fmt.Errorf("the ackers' process: %w", err)
+		}
+
+		rssRow = fmt.Sprintf("| peak RSS (VmHWM) of the controller alone / of the ackers' process | %d MiB / %d MiB | | | |\n", hwm, childHWM)
+	}
+
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 
@@ -176,7 +211,7 @@ func run(ctx context.Context, t *tb, o options) error {
 	row("pass after a node turned (not) Ready", nodeChange)
 	row("first push (TLS handshakes to every agent)", []time.Duration{pushes.cold})
 	row("full push (every node a new generation)", pushes.rounds)
-	fmt.Printf("| peak RSS (VmHWM, ackers included) | %d MiB | | | |\n", hwm)
+	fmt.Print(rssRow)
 	fmt.Printf("| Go heap at the end (HeapInuse) / GC cycles | %d MiB / %d | | | |\n\n", ms.HeapInuse>>20, ms.NumGC)
 
 	fmt.Printf("controller nodes=%d services=%d recompute_ms=%.0f push_all_ms=%.0f rss_mb=%d\n",
@@ -394,8 +429,10 @@ func pushRounds(ctx context.Context, t *tb, o options, ca *pki.KeyPair, agents [
 	var count, bytes int
 
 	for _, a := range agents {
-		c, b := a.Acker.Pushes()
-		count, bytes = count+c, bytes+b
+		if a.Acker != nil {
+			c, b := a.Acker.Pushes()
+			count, bytes = count+c, bytes+b
+		}
 	}
 
 	fmt.Printf("ackers received %d pushes, %.0f MiB in all%s\n", count, float64(bytes)/(1<<20), hwmNow())
@@ -423,8 +460,12 @@ func check(p *push.Pusher, agents []pushtest.Agent) error {
 
 	for _, a := range agents {
 		s := st[a.Node]
-		if s.AckedGeneration != s.DesiredGeneration || a.Acker.Generation() != s.DesiredGeneration {
-			return fmt.Errorf("%s: desired %d, acked %d, agent runs %d", a.Node, s.DesiredGeneration, s.AckedGeneration, a.Acker.Generation())
+		if s.AckedGeneration != s.DesiredGeneration {
+			return fmt.Errorf("%s: desired %d, acked %d", a.Node, s.DesiredGeneration, s.AckedGeneration)
+		}
+
+		if a.Acker != nil && a.Acker.Generation() != s.DesiredGeneration {
+			return fmt.Errorf("%s: desired %d, agent runs %d", a.Node, s.DesiredGeneration, a.Acker.Generation())
 		}
 	}
 
