@@ -633,3 +633,14 @@ func SameRankV6(ip4 netip.Addr, nodes []string) netip.Addr {
 		}
 	}
 }
+
+// AgentConfig is the config section every lab agent gets: the liveness
+// gossip with its defaults; the agents find each other from the pushed nodes.
+const AgentConfig = "members: {}\n"
+
+// Workers configures every lab node as a worker running the gossip.
+func Workers() cluster.Options {
+	return cluster.Options{Node: func(int, *lab.Host) cluster.NodeConfig {
+		return cluster.NodeConfig{Role: "worker", Extra: AgentConfig}
+	}}
+}

@@ -45,9 +45,7 @@ func startL2Lab(t *testing.T, n int) *l2Lab {
 		t.Fatal(err)
 	}
 
-	c, err := cluster.Start(t.Context(), l, cluster.Options{Node: func(int, *lab.Host) cluster.NodeConfig {
-		return cluster.NodeConfig{Role: "worker"}
-	}})
+	c, err := cluster.Start(t.Context(), l, l2check.Workers())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,9 +65,7 @@ func run(ctx context.Context, trials int) error {
 		return err
 	}
 
-	b.cluster, err = cluster.Start(context.WithoutCancel(ctx), l, cluster.Options{Node: func(int, *lab.Host) cluster.NodeConfig {
-		return cluster.NodeConfig{Role: "worker"}
-	}})
+	b.cluster, err = cluster.Start(context.WithoutCancel(ctx), l, l2check.Workers())
 	if err != nil {
 		return err
 	}
