@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/cosi-project/runtime/pkg/controller"
 	"github.com/cosi-project/runtime/pkg/safe"
@@ -50,8 +51,10 @@ func (ctrl *Controller) Inputs() []controller.Input {
 		{Namespace: resources.ServiceNamespace, Type: resources.ServiceIPType, Kind: controller.InputWeak},
 		{Namespace: resources.ServiceNamespace, Type: resources.NodeSetType, Kind: controller.InputWeak},
 		{Namespace: resources.ServiceNamespace, Type: resources.BGPAdvertisementRuleType, Kind: controller.InputWeak},
-		// Only to tell in the status whether the speaker took the prefix.
+		// Only to tell in the status whether the speaker took the prefix,
+		// and whether this node has any of the peers it is meant for.
 		{Namespace: resources.BGPNamespace, Type: resources.BGPRouteType, Kind: controller.InputWeak},
+		{Namespace: resources.BGPNamespace, Type: resources.BGPPeerStatusType, Kind: controller.InputWeak},
 	}
 }
 
@@ -78,11 +81,13 @@ func (ctrl *Controller) Run(ctx context.Context, r controller.Runtime, _ *zap.Lo
 	}
 }
 
-// inputs are the pushed resources by name, and the speaker's routes by prefix.
+// inputs are the pushed resources by name, the speaker's routes by prefix
+// and the names of its peers.
 type inputs struct {
 	rules  map[string]*resourcepb.BgpAdvertisementRule
 	sets   map[string]*resourcepb.NodeSet
 	routes map[string]*resourcepb.BgpRouteSpec
+	peers  map[string]bool
 }
 
 func (ctrl *Controller) read(ctx context.Context, r controller.Reader) (*inputs, error) {
@@ -90,6 +95,7 @@ func (ctrl *Controller) read(ctx context.Context, r controller.Reader) (*inputs,
 		rules:  map[string]*resourcepb.BgpAdvertisementRule{},
 		sets:   map[string]*resourcepb.NodeSet{},
 		routes: map[string]*resourcepb.BgpRouteSpec{},
+		peers:  map[string]bool{},
 	}
 
 	rules, err := safe.ReaderListAll[*resources.BGPAdvertisementRule](ctx, r)
@@ -117,6 +123,15 @@ func (ctrl *Controller) read(ctx context.Context, r controller.Reader) (*inputs,
 
 	for route := range routes.All() {
 		in.routes[route.Metadata().ID()] = route.TypedSpec().Value
+	}
+
+	peers, err := safe.ReaderListAll[*resources.BGPPeerStatus](ctx, r)
+	if err != nil {
+		return nil, fmt.Errorf("listing bgp peer statuses: %w", err)
+	}
+
+	for peer := range peers.All() {
+		in.peers[peer.Metadata().ID()] = true
 	}
 
 	return in, nil
@@ -211,6 +226,8 @@ func (ctrl *Controller) decide(addr netip.Addr, sip *resourcepb.ServiceIPSpec, b
 			st.Error = route.GetLastError()
 		case !route.GetAnnounced():
 			st.Error = "not in the BGP speaker's table"
+		case len(st.GetPeers()) > 0 && !slices.ContainsFunc(st.GetPeers(), func(p string) bool { return in.peers[p] }):
+			st.Error = fmt.Sprintf("this node has none of the peers it goes to (%s)", strings.Join(st.GetPeers(), ", "))
 		}
 	}
 

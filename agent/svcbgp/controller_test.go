@@ -190,6 +190,19 @@ func TestAnnouncerListsWhatTheSpeakerHolds(t *testing.T) {
 		a.Equal("advertisement missing not pushed", r.TypedSpec().Value.GetReason())
 	})
 
+	// An IP whose advertisement names only peers this node lacks goes nowhere.
+	rule(h, &resourcepb.BgpAdvertisementRule{Name: "to-tor-z", Peers: []string{"tor-z"}})
+	serviceIP(h, "192.0.2.14", &resourcepb.BgpAnnouncement{Advertisement: "to-tor-z", NodeSet: "all"})
+	route(h, "192.0.2.14/32", "")
+
+	peer := resources.NewBGPPeerStatus("tor-a")
+	h.Create(peer)
+
+	ctest.AssertResource(h, resources.ServiceBGPStatusID("192.0.2.14", "to-tor-z"), func(r *resources.ServiceBGPStatus, a *assert.Assertions) {
+		a.True(r.TypedSpec().Value.GetAnnounced())
+		a.Equal("this node has none of the peers it goes to (tor-z)", r.TypedSpec().Value.GetError())
+	})
+
 	ann := svcbgp.Announcer{State: h.State}
 
 	require.Eventually(t, func() bool {

@@ -54,7 +54,8 @@ type ServiceBgpStatusSpec struct {
 	LocalPref        uint32   `protobuf:"varint,11,opt,name=local_pref,json=localPref,proto3" json:"local_pref,omitempty"`
 	// What keeps an announced prefix from the routers, from the speaker's
 	// BGPRoute ("no BGP peer ...", a malformed community, "not yet taken by
-	// the BGP speaker"); empty when the speaker holds the prefix.
+	// the BGP speaker"), or "this node has none of the peers it goes to";
+	// empty when the speaker holds the prefix for a peer of this node.
 	Error string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
 	// When announced or reason last changed.
 	Since         *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=since,proto3" json:"since,omitempty"`
