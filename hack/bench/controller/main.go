@@ -435,7 +435,9 @@ func pushRounds(ctx context.Context, t *tb, o options, ca *pki.KeyPair, agents [
 		}
 	}
 
-	fmt.Printf("ackers received %d pushes, %.0f MiB in all%s\n", count, float64(bytes)/(1<<20), hwmNow())
+	if agents[0].Acker != nil {
+		fmt.Printf("ackers received %d pushes, %.0f MiB in all%s\n", count, float64(bytes)/(1<<20), hwmNow())
+	}
 
 	return out, nil
 }
