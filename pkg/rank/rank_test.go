@@ -65,3 +65,32 @@ func TestRemovalMovesOnlyItsIPs(t *testing.T) {
 		}
 	}
 }
+
+func TestTopIsThePrefixOfOrder(t *testing.T) {
+	nodes := make([]string, 50)
+	for i := range nodes {
+		nodes[i] = fmt.Sprintf("node-%02d", i)
+	}
+
+	for i := range 100 {
+		ip := fmt.Sprintf("198.51.100.%d", i)
+		order := rank.Order(ip, nodes)
+
+		for _, k := range []int{1, 3, 8, 50, 60} {
+			require.Equal(t, order[:min(k, len(order))], rank.Top(ip, nodes, k), "%s k=%d", ip, k)
+		}
+	}
+
+	require.Empty(t, rank.Top("198.51.100.1", nil, 3))
+}
+
+func BenchmarkTop3Of1000(b *testing.B) {
+	nodes := make([]string, 1000)
+	for i := range nodes {
+		nodes[i] = fmt.Sprintf("node-%04d", i)
+	}
+
+	for b.Loop() {
+		rank.Top("198.51.100.7", nodes, 3)
+	}
+}
