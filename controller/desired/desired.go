@@ -34,6 +34,9 @@ const (
 	ReasonNotSelected     = "not selected by advertisement"
 )
 
+// RankingShown is how many nodes of an IP's L2 ranking status shows.
+const RankingShown = 3
+
 // Labels selects by labels; nil selects everything.
 type Labels func(labels map[string]string) bool
 
@@ -105,7 +108,8 @@ type NodeState struct {
 // ServiceView is how one Service is announced, for status and lbctl.
 type ServiceView struct {
 	Protocols []string
-	// Ranking is the L2 order of eligible nodes for the first IP, best first.
+	// Ranking is the start of the L2 order of eligible nodes for the first
+	// IP, best first: the owner and its next RankingShown-1 successors.
 	Ranking []string
 	// BGPNodes counts the nodes announcing the first IP over BGP.
 	BGPNodes int
@@ -146,7 +150,8 @@ type computation struct {
 	base     []*Node // eligible before advertisement and endpoint filters
 	reasons  map[string]string
 	sets     map[string]*resourcepb.NodeSet
-	selected map[string][]string // node selector results per rule name, computed once
+	selected map[string][]string        // node selector results per rule name, computed once
+	members  map[string]map[string]bool // the same as sets, for Local services' endpoint filter
 	out      *Output
 }
 
@@ -157,6 +162,7 @@ func Compute(in *Input) *Output {
 		reasons:  map[string]string{},
 		sets:     map[string]*resourcepb.NodeSet{},
 		selected: map[string][]string{},
+		members:  map[string]map[string]bool{},
 		out: &Output{
 			Shared:   &resourcepb.NodeDesiredState{ApiEndpoints: slices.Sorted(slices.Values(in.APIEndpoints))},
 			Nodes:    make(map[string]NodeState, len(in.Nodes)),
@@ -262,43 +268,81 @@ func (c *computation) selectedBy(rule string, sel Labels) []string {
 // nodeSet names and records the set of nodes announcing under a rule (or
 // several rules joined by "+"), narrowed to local endpoints when s is
 // LocalOnly; services with cluster-wide policy share one set per rule.
+//
+// A Local set lists only the few endpoint nodes, and its default reason is
+// "no local endpoints": listing the other nodes one by one made a thousand-node
+// cluster's state a thousand times larger.
 func (c *computation) nodeSet(rule string, nodes []string, s *Service) (string, []string) {
 	name := rule
 	if s.LocalOnly {
 		name = rule + "/" + s.Key
-		local := make(map[string]bool, len(s.EndpointNodes))
-
-		for _, n := range s.EndpointNodes {
-			local[n] = true
-		}
-
-		nodes = slices.DeleteFunc(slices.Clone(nodes), func(n string) bool { return !local[n] })
 	}
 
-	if _, ok := c.sets[name]; ok {
-		return name, c.sets[name].Nodes
+	if set, ok := c.sets[name]; ok {
+		return name, set.Nodes
 	}
 
-	set := &resourcepb.NodeSet{Name: name, Nodes: nodes, DefaultReason: ReasonNotSelected, Excluded: map[string]string{}}
-	maps.Copy(set.Excluded, c.reasons)
+	set := &resourcepb.NodeSet{Name: name, Nodes: nodes, DefaultReason: ReasonNotSelected, Excluded: maps.Clone(c.reasons)}
 
 	if s.LocalOnly {
-		// A node the rule selects but without a local endpoint says so.
-		in := make(map[string]bool, len(nodes))
-		for _, n := range nodes {
-			in[n] = true
+		in := c.membersOf(rule, nodes)
+		local := make([]string, 0, len(s.EndpointNodes))
+
+		for _, n := range s.EndpointNodes {
+			if in[n] {
+				local = append(local, n)
+			}
 		}
 
-		for _, n := range c.selected[rule] {
-			if !in[n] {
-				set.Excluded[n] = ReasonNoLocalEndpoint
-			}
+		slices.Sort(local)
+		set.Nodes = slices.Compact(local)
+		set.DefaultReason = ReasonNoLocalEndpoint
+
+		for _, n := range c.unselected(rule) {
+			set.Excluded[n] = ReasonNotSelected
 		}
 	}
 
 	c.sets[name] = set
 
-	return name, nodes
+	return name, set.Nodes
+}
+
+// membersOf is a rule's selection as a set, built once per rule.
+func (c *computation) membersOf(rule string, nodes []string) map[string]bool {
+	if m, ok := c.members[rule]; ok {
+		return m
+	}
+
+	m := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		m[n] = true
+	}
+
+	c.members[rule] = m
+
+	return m
+}
+
+// unselected returns the eligible nodes a rule does not select, once per rule.
+func (c *computation) unselected(rule string) []string {
+	key := "!" + rule
+	if nodes, ok := c.selected[key]; ok {
+		return nodes
+	}
+
+	in := c.membersOf(rule, c.selected[rule])
+	out := []string{}
+
+	for _, n := range c.base {
+		if !in[n.Name] {
+			out = append(out, n.Name)
+		}
+	}
+
+	c.selected[key] = out
+
+	return out
 }
 
 func (c *computation) service(s *Service, byIP map[netip.Addr]*resourcepb.ServiceIPSpec) {
@@ -323,7 +367,7 @@ func (c *computation) service(s *Service, byIP map[netip.Addr]*resourcepb.Servic
 		nodes := c.l2(spec, pool, s)
 		if i == 0 && spec.L2 != nil {
 			view.Protocols = append(view.Protocols, "l2")
-			view.Ranking = rank.Order(spec.Address, nodes)
+			view.Ranking = rank.Top(spec.Address, nodes, RankingShown)
 		}
 
 		bgpNodes := c.bgp(spec, pool, s)
@@ -361,18 +405,19 @@ func firstPool(s *Service) string {
 func (c *computation) l2(spec *resourcepb.ServiceIPSpec, pool string, s *Service) []string {
 	var (
 		names      []string
-		nodes      []string
+		rules      []*L2Rule
 		interfaces []string
 		anyIface   bool
 	)
 
-	for _, r := range c.in.L2 {
+	for i := range c.in.L2 {
+		r := &c.in.L2[i]
 		if !c.poolSelected(r.Pools, pool) {
 			continue
 		}
 
 		names = append(names, r.Name)
-		nodes = append(nodes, c.selectedBy("l2/"+r.Name, r.Nodes)...)
+		rules = append(rules, r)
 
 		if len(r.Interfaces) == 0 {
 			anyIface = true
@@ -385,8 +430,15 @@ func (c *computation) l2(spec *resourcepb.ServiceIPSpec, pool string, s *Service
 		return nil
 	}
 
+	// The joined selection is built once per combination of rules, not per IP.
 	rule := "l2/" + strings.Join(names, "+")
-	if len(names) > 1 {
+
+	nodes, ok := c.selected[rule]
+	if !ok {
+		for _, r := range rules {
+			nodes = append(nodes, c.selectedBy("l2/"+r.Name, r.Nodes)...)
+		}
+
 		slices.Sort(nodes)
 		nodes = slices.Compact(nodes)
 		c.selected[rule] = nodes

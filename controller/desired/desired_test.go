@@ -99,7 +99,8 @@ func TestLocalTrafficPolicyNarrowsToEndpointNodes(t *testing.T) {
 	require.Equal(t, "l2/l2/default/web", ip.L2.NodeSet)
 	l2 := set(out, ip.L2.NodeSet)
 	require.Equal(t, []string{"n1", "n3"}, l2.Nodes)
-	require.Equal(t, desired.ReasonNoLocalEndpoint, l2.Excluded["n2"])
+	require.NotContains(t, l2.Excluded, "n2", "the common reason is the default, not a per-node entry")
+	require.Equal(t, desired.ReasonNoLocalEndpoint, l2.DefaultReason)
 
 	require.Len(t, ip.Bgp, 1)
 	require.Equal(t, []string{"n1", "n3"}, set(out, ip.Bgp[0].NodeSet).Nodes)
@@ -192,4 +193,21 @@ func TestPeersPerNode(t *testing.T) {
 	require.Len(t, withPorts.State("a").Nodes, 2, "nodes without an address are left out")
 	require.Equal(t, "fd00::1", withPorts.State("a").Nodes[0].Address)
 	require.Equal(t, "b", withPorts.State("c").Nodes[1].Name)
+}
+
+// A Local set names the nodes the advertisement does not select (and the
+// ineligible ones) and leaves "no local endpoints" to the default.
+func TestLocalSetReasons(t *testing.T) {
+	s := svc("default/web", "192.0.2.10", "p")
+	s.LocalOnly = true
+	s.EndpointNodes = []string{"n1", "n3", "n4"}
+	ns := nodes("n1", "n2", "n3", "n4")
+	ns[3].Ready = false
+	notN3 := func(l map[string]string) bool { return l["name"] != "n3" }
+
+	out := desired.Compute(&desired.Input{Nodes: ns, Services: []desired.Service{s}, L2: []desired.L2Rule{{Name: "l2", Nodes: notN3}}})
+	l2 := set(out, out.Shared.ServiceIps[0].L2.NodeSet)
+	require.Equal(t, []string{"n1"}, l2.Nodes)
+	require.Equal(t, map[string]string{"n3": desired.ReasonNotSelected, "n4": desired.ReasonNotReady}, l2.Excluded)
+	require.Equal(t, desired.ReasonNoLocalEndpoint, l2.DefaultReason)
 }
