@@ -104,6 +104,12 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 
+	gossip, err := startMembers(ctx, st, cfg, reg, logger.Named("member"))
+	if err != nil {
+		return err
+	}
+	defer gossip.close()
+
 	serverTLS, clientTLS, err := loadTLS(cfg.API.TLS)
 	if err != nil {
 		return err
@@ -151,6 +157,10 @@ func Run(ctx context.Context, opts Options) error {
 		if err := rt.RegisterController(c); err != nil {
 			return fmt.Errorf("registering controller %s: %w", c.Name(), err)
 		}
+	}
+
+	if err := gossip.register(rt); err != nil {
+		return err
 	}
 
 	api := grpcapi.New(grpcapi.Options{
@@ -231,6 +241,8 @@ func Run(ctx context.Context, opts Options) error {
 	<-componentCtx.Done()
 
 	logger.Info("agent stopping")
+
+	gossip.leave()
 
 	handOff(ctx, st, logger)
 
