@@ -109,7 +109,7 @@ func (c *Cluster) writeSecrets() error {
 
 	files := map[string][]byte{"ca.crt": ca.CertPEM}
 
-	for _, role := range []pki.Role{pki.RoleAgent, pki.RoleAdmin} {
+	for _, role := range []pki.Role{pki.RoleAgent, pki.RoleAdmin, pki.RoleController} {
 		kp, err := ca.Issue(pki.IssueOptions{CommonName: "lab " + string(role), Role: role, Validity: 24 * time.Hour})
 		if err != nil {
 			return err
