@@ -2,8 +2,10 @@
 // with three control-plane nodes running real lb-agents (each beside a
 // stand-in API server), a BIRD2 router and a client. It shows what lbctl
 // reports from the client, resolves and reaches the control-plane VIP, moves
-// it with a live failover, and tears everything down on Ctrl-C (or at once
-// with DEMO_HOLD=0).
+// it with a live failover; then plays the controller to push two
+// LoadBalancer Services (one over L2, one over BGP through BIRD), reaches
+// them from the client and fails the L2 one over with the controller down.
+// It tears everything down on Ctrl-C (or at once with DEMO_HOLD=0).
 package main
 
 import (
@@ -16,8 +18,8 @@ import (
 	"time"
 
 	"github.com/talos-lb/talos-lb/integration/cluster"
+	"github.com/talos-lb/talos-lb/integration/l2check"
 	"github.com/talos-lb/talos-lb/integration/lab"
-	"github.com/talos-lb/talos-lb/integration/standin"
 	"github.com/talos-lb/talos-lb/integration/vipcheck"
 )
 
@@ -66,11 +68,12 @@ func run() error {
 		return err
 	}
 
-	if _, err := standin.StartAll(labCtx, l.Nodes); err != nil {
+	// Stand-in API servers for the VIP's health checks, and kube-proxy's part for the service IPs.
+	if err := l2check.StartStandIns(labCtx, l, l2check.SVC4, l2check.SVC6, svcBGP); err != nil {
 		return err
 	}
 
-	c, err := cluster.Start(labCtx, l, cluster.ControlPlanes(vipcheck.Config(l)))
+	c, err := cluster.Start(labCtx, l, cluster.ControlPlanes(vipcheck.Config(l)+l2check.AgentConfig))
 	if err != nil {
 		return err
 	}
@@ -118,12 +121,16 @@ func run() error {
 		return err
 	}
 
+	if err := d.serviceIPs(bird); err != nil {
+		return err
+	}
+
 	out, err := bird.Cmd("show", "protocols")
 	if err != nil {
 		return err
 	}
 
-	step("BIRD router: birdc show protocols (this demo's VIP is L2, so no node peers with it; BGP mode: docs/bgp.md, make bench-bgp)")
+	step("BIRD router: birdc show protocols (the nodes peer with it for the BGP service IP, pushed by the controller; the control-plane VIP here is L2)")
 	fmt.Print(out)
 
 	if os.Getenv("DEMO_HOLD") == "0" {
