@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -176,10 +177,28 @@ func (g *Gossip) Join(addr string) error {
 	}
 
 	if _, err := g.ml.Join([]string{addr}); err != nil {
-		return err //nolint:wrapcheck // memberlist names the address
+		return errors.New(joinError(err))
 	}
 
 	return nil
+}
+
+// joinError flattens memberlist's multi-error ("1 error occurred:\n\t* ...").
+func joinError(err error) string {
+	var parts []string
+
+	for line := range strings.Lines(err.Error()) {
+		line = strings.TrimSpace(line)
+		if msg, ok := strings.CutPrefix(line, "* "); ok {
+			parts = append(parts, msg)
+		}
+	}
+
+	if len(parts) == 0 {
+		return strings.TrimSpace(err.Error())
+	}
+
+	return strings.Join(parts, "; ")
 }
 
 // Leave tells the other members this one is going: they see it "left" at

@@ -1,6 +1,7 @@
 package member
 
 import (
+	"errors"
 	"net/netip"
 	"slices"
 	"testing"
@@ -219,4 +220,10 @@ func BenchmarkDeadDetection(b *testing.B) {
 
 	b.ReportMetric(float64(trials[len(trials)/2].Milliseconds()), "p50_ms")
 	b.ReportMetric(float64(trials[(len(trials)*99-1)/100].Milliseconds()), "p99_ms")
+}
+
+func TestJoinError(t *testing.T) {
+	require.Equal(t, "failed to join 10.0.0.2:7947: connection refused",
+		joinError(errors.New("1 error occurred:\n\t* failed to join 10.0.0.2:7947: connection refused\n\n")))
+	require.Equal(t, "plain", joinError(errors.New(" plain\n")))
 }
