@@ -95,6 +95,8 @@ type run struct {
 	results  chan joinResult
 	// pushed is the last pushed node list, name to address.
 	pushed map[string]string
+	// misnamed: pushed node name to the other name its agent gossips under, as last warned.
+	misnamed map[string]string
 }
 
 // Run implements controller.Controller.
@@ -175,7 +177,16 @@ func (ctrl *Controller) reconcile(ctx context.Context, r controller.Runtime, st 
 		return err
 	}
 
-	wanted := wantedSeeds(ctrl.Gossip.Self(), members, st.pushed, ctrl.Port, st.static, st.pending)
+	wanted, misnamed := wantedSeeds(ctrl.Gossip.Self(), members, st.pushed, ctrl.Port, st.static, st.pending)
+
+	for pushedName, gossipName := range misnamed {
+		if st.misnamed[pushedName] != gossipName {
+			logger.Warn("the agent of a pushed node gossips under another name: its node.name must be the Kubernetes node name, or L2 service IPs never see the node live",
+				zap.String("pushed_node", pushedName), zap.String("gossip_name", gossipName), zap.String("address", st.pushed[pushedName]))
+		}
+	}
+
+	st.misnamed = misnamed
 
 	for _, s := range st.backoff.due(now, wanted) {
 		if st.inFlight >= maxJoinsInFlight {

@@ -26,15 +26,21 @@ type seed struct {
 //     other live member.
 //
 // Nothing while this node is not alive itself (it is leaving).
-func wantedSeeds(self string, members []Status, pushed map[string]string, port uint16, static []string, pending map[string]bool) []seed {
+//
+// A pushed node whose address a live member of another name gossips from is
+// not joined (it is there already) but returned in misnamed, pushed name to
+// gossip name: the agent's node.name is not the Kubernetes node name, so
+// L2 ownership can never see that node live.
+func wantedSeeds(self string, members []Status, pushed map[string]string, port uint16, static []string, pending map[string]bool) (out []seed, misnamed map[string]string) {
 	live := map[string]bool{}
+	liveAt := map[string]string{}
 	isolated := true
 	selfAddr := ""
 
 	for _, m := range members {
 		if m.Self {
 			if m.State != StateAlive {
-				return nil
+				return nil, nil
 			}
 
 			selfAddr = m.Address
@@ -44,6 +50,7 @@ func wantedSeeds(self string, members []Status, pushed map[string]string, port u
 
 		if Live(m.State) {
 			live[m.Name] = true
+			liveAt[m.Address] = m.Name
 			isolated = false
 		}
 	}
@@ -56,7 +63,23 @@ func wantedSeeds(self string, members []Status, pushed map[string]string, port u
 		}
 
 		addr := JoinAddress(pushed[name], port)
-		if addr == selfAddr {
+
+		switch {
+		case addr == selfAddr:
+			if misnamed == nil {
+				misnamed = map[string]string{}
+			}
+
+			misnamed[name] = self
+
+			continue
+		case liveAt[addr] != "":
+			if misnamed == nil {
+				misnamed = map[string]string{}
+			}
+
+			misnamed[name] = liveAt[addr]
+
 			continue
 		}
 
@@ -73,12 +96,12 @@ func wantedSeeds(self string, members []Status, pushed map[string]string, port u
 		}
 	}
 
-	out := make([]seed, 0, len(byAddr))
+	out = make([]seed, 0, len(byAddr))
 	for _, addr := range slices.Sorted(maps.Keys(byAddr)) {
 		out = append(out, byAddr[addr])
 	}
 
-	return out
+	return out, misnamed
 }
 
 // backoff spaces the join attempts of each address: the first at once, then

@@ -82,9 +82,25 @@ func TestWantedSeeds(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			assert.Equal(t, tc.want, wantedSeeds("node-a", members("node-a", tc.members), pushed, 7947, static, tc.pending))
+			got, misnamed := wantedSeeds("node-a", members("node-a", tc.members), pushed, 7947, static, tc.pending)
+			assert.Equal(t, tc.want, got)
+			assert.Empty(t, misnamed)
 		})
 	}
+}
+
+func TestWantedSeedsMisnamedNodes(t *testing.T) {
+	// The agents on node-b and on our own node use hostnames, not the Kubernetes names.
+	pushed := map[string]string{"k8s-a": "10.0.0.1", "k8s-b": "10.0.0.2", "node-c": "10.0.0.3"}
+	ms := []Status{
+		{Name: "node-a", Address: "10.0.0.1:7947", State: StateAlive, Self: true},
+		{Name: "host-b", Address: "10.0.0.2:7947", State: StateAlive},
+		{Name: "node-c", Address: "10.0.0.3:7947", State: StateDead},
+	}
+
+	got, misnamed := wantedSeeds("node-a", ms, pushed, 7947, nil, nil)
+	assert.Equal(t, []seed{{Address: "10.0.0.3:7947", Node: "node-c"}}, got)
+	assert.Equal(t, map[string]string{"k8s-a": "node-a", "k8s-b": "host-b"}, misnamed)
 }
 
 func TestBackoff(t *testing.T) {
