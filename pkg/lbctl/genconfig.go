@@ -239,6 +239,9 @@ healthChecks:
     address: 127.0.0.1:6443
     insecureSkipVerify: true
 {{- end}}
+# Liveness gossip among agents (UDP and TCP 7947 between nodes): LoadBalancer
+# service IPs fail over between live nodes even while lb-controller is away.
+members: {}
 {{- if .VIPs}}
 vip:
   addresses: [{{range $i, $v := .VIPs}}{{if $i}}, {{end}}"{{$v}}"{{end}}]
@@ -303,10 +306,10 @@ func firewallRules(role config.Role, nodes []controlPlaneNode, subnets []netip.P
 		return nil
 	}
 
-	rule := func(name string, port int, from []netip.Prefix) networkRuleConfig {
+	rule := func(name string, port int, proto string, from []netip.Prefix) networkRuleConfig {
 		r := networkRuleConfig{
 			talosHeader:  talosHeader{APIVersion: "v1alpha1", Kind: "NetworkRuleConfig", Name: name},
-			PortSelector: portSelector{Ports: []int{port}, Protocol: "tcp"},
+			PortSelector: portSelector{Ports: []int{port}, Protocol: proto},
 		}
 
 		for _, p := range from {
@@ -316,7 +319,12 @@ func firewallRules(role config.Role, nodes []controlPlaneNode, subnets []netip.P
 		return r
 	}
 
-	rules := []any{rule("talos-lb-api", agentAPIPort, subnets)}
+	rules := []any{
+		rule("talos-lb-api", agentAPIPort, "tcp", subnets),
+		// memberlist probes over UDP and syncs state over TCP.
+		rule("talos-lb-members-udp", config.DefaultMembersPort, "udp", subnets),
+		rule("talos-lb-members-tcp", config.DefaultMembersPort, "tcp", subnets),
+	}
 
 	if role == config.RoleControlPlane && len(nodes) > 0 {
 		peers := make([]netip.Prefix, 0, len(nodes))
@@ -324,7 +332,7 @@ func firewallRules(role config.Role, nodes []controlPlaneNode, subnets []netip.P
 			peers = append(peers, netip.PrefixFrom(n.IP, n.IP.BitLen()))
 		}
 
-		rules = append(rules, rule("talos-lb-election", electionPort, peers))
+		rules = append(rules, rule("talos-lb-election", electionPort, "tcp", peers))
 	}
 
 	return rules

@@ -54,6 +54,9 @@ func TestGenConfigWritesValidPatchesAndClientConfig(t *testing.T) {
 	assert.Equal(t, []string{"10.5.0.100", "fd00::100"}, cfg.VIP.Addresses)
 	assert.Len(t, cfg.VIP.Election.Peers, 3)
 	assert.Contains(t, string(cp), "name: talos-lb-election")
+	require.NotNil(t, cfg.Members, "agents gossip so service IPs fail over without the controller")
+	assert.Contains(t, string(cp), "name: talos-lb-members-udp")
+	assert.Contains(t, string(cp), "name: talos-lb-members-tcp")
 
 	worker, err := os.ReadFile(filepath.Join(out, "worker.yaml"))
 	require.NoError(t, err)
@@ -62,6 +65,7 @@ func TestGenConfigWritesValidPatchesAndClientConfig(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, config.RoleWorker, cfg.Node.Role)
 	assert.Nil(t, cfg.VIP)
+	assert.NotNil(t, cfg.Members)
 	assert.NotContains(t, string(worker), "talos-lb-election", "workers take no part in the election")
 
 	lb, err := client.LoadConfig(filepath.Join(out, "lbconfig"))
