@@ -171,3 +171,12 @@ protocol bgp nodes6 {
 	}
 	return b.String()
 }
+
+// GracefulRestartBIRDConfig is DefaultBIRDConfig with `graceful restart on` in
+// place of `bfd on` in every BGP protocol: BIRD then keeps a node's routes,
+// marked stale, while a node that announced graceful restart reconnects. BFD
+// is left out so that only graceful restart decides what happens to a session
+// that drops.
+func GracefulRestartBIRDConfig(l *Lab) string {
+	return strings.ReplaceAll(DefaultBIRDConfig(l), "\tbfd on;\n", "\tgraceful restart on;\n")
+}
