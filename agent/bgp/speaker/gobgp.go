@@ -353,10 +353,31 @@ func apiPeer(p Peer) *api.Peer {
 	}
 
 	if p.RestartTime > 0 {
-		peer.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(p.RestartTime.Seconds())}
+		peer.GracefulRestart = gracefulRestart(p.RestartTime)
+		// Routers keep routes over a restart only for the families listed in
+		// the capability; GoBGP lists those whose MpGracefulRestart is on.
+		peer.AfiSafis[0].MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
 	}
 
 	return peer
+}
+
+// gracefulRestart is a peer's graceful restart (RFC 4724) as the restarting
+// side. A peer the speaker adds says "restarted, forwarding state kept" (the
+// R and F bits) in its first OPEN: the node's forwarding (VIPs on lo, the
+// kernel) outlives the agent, and a new process cannot tell a restart from a
+// first start. Without F, RFC 4724 has the router delete the stale routes the
+// moment the session is back, before the node re-announces them. While
+// "restarting" GoBGP sends nothing until every graceful-restart router has
+// sent End-of-RIB or the deferral timer (default 360 s) runs out: this
+// speaker learns nothing, so it waits at most 1 s for a router that is down.
+func gracefulRestart(restart time.Duration) *api.GracefulRestart {
+	return &api.GracefulRestart{
+		Enabled:         true,
+		RestartTime:     uint32(restart.Seconds()), // validated to at most 4095 s
+		LocalRestarting: true,
+		DeferralTime:    1,
+	}
 }
 
 func (g *GoBGP) applyPaths(want []Path) map[netip.Prefix]error {
