@@ -21,8 +21,9 @@ const EnvConfig = "LBCONFIG"
 // DefaultAgentPort is where agents listen unless the config says otherwise.
 const DefaultAgentPort = "50070"
 
-// DefaultControllerPort is where lb-controller serves lbctl unless told otherwise.
-const DefaultControllerPort = "50071"
+// DefaultControllerPort is where lb-controller serves lbctl unless told otherwise
+// (50071 is the agents' election port; a host-network controller must not clash).
+const DefaultControllerPort = "50072"
 
 // Config is an lbctl client config file.
 type Config struct {
