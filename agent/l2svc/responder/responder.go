@@ -38,7 +38,12 @@ type Options struct {
 	// Refresh repeats the announcement of every address answered for (10 s),
 	// for switches' MAC tables and clients that missed the burst.
 	Refresh time.Duration
-	Logger  *zap.Logger
+	// PauseGap: when the agent did not run for longer than this (500 ms), peers
+	// may have declared it dead (the LAN gossip needs ~0.9 s) and taken its
+	// addresses over; it then answers nothing for PauseHold (2 s), while the
+	// gossip settles, and announces what it still owns afterwards.
+	PauseGap, PauseHold time.Duration
+	Logger              *zap.Logger
 }
 
 func (o *Options) defaults() {
@@ -54,6 +59,14 @@ func (o *Options) defaults() {
 		o.Refresh = 10 * time.Second
 	}
 
+	if o.PauseGap <= 0 {
+		o.PauseGap = 500 * time.Millisecond
+	}
+
+	if o.PauseHold <= 0 {
+		o.PauseHold = 2 * time.Second
+	}
+
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
@@ -65,6 +78,8 @@ type Stats struct {
 	// Stale counts requests dropped unanswered because they waited too long
 	// in the socket (the agent was frozen or starved).
 	Stale uint64
+	// Pauses counts the pauses of the agent that made it hold back.
+	Pauses uint64
 }
 
 // Responder answers for the addresses given to Set. Its methods are safe for
@@ -73,6 +88,10 @@ type Responder struct {
 	opts Options
 
 	arpReplies, naReplies, garps, unsolicitedNAs, stale atomic.Uint64
+
+	guard *pauseGuard
+	stop  chan struct{}
+	done  chan struct{}
 
 	mu     sync.Mutex
 	links  map[string]*link
@@ -83,7 +102,19 @@ type Responder struct {
 func New(opts Options) *Responder {
 	opts.defaults()
 
-	return &Responder{opts: opts, links: map[string]*link{}}
+	r := &Responder{
+		opts: opts, links: map[string]*link{},
+		guard: newPauseGuard(opts.PauseGap, opts.PauseHold),
+		stop:  make(chan struct{}), done: make(chan struct{}),
+	}
+
+	go func() {
+		defer close(r.done)
+
+		r.guard.run(r.stop, r.paused, r.resumed)
+	}()
+
+	return r
 }
 
 // Stats returns the frame counters.
@@ -91,6 +122,7 @@ func (r *Responder) Stats() Stats {
 	return Stats{
 		ARPReplies: r.arpReplies.Load(), NAReplies: r.naReplies.Load(),
 		GratuitousARPs: r.garps.Load(), UnsolicitedNAs: r.unsolicitedNAs.Load(), Stale: r.stale.Load(),
+		Pauses: r.guard.pauses.Load(),
 	}
 }
 
@@ -182,7 +214,12 @@ func (r *Responder) setLink(name string, addrs map[netip.Addr]bool) error {
 // Close stops answering for everything and releases the sockets.
 func (r *Responder) Close() error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+
+	if r.closed {
+		r.mu.Unlock()
+
+		return nil
+	}
 
 	r.closed = true
 
@@ -191,7 +228,34 @@ func (r *Responder) Close() error {
 		delete(r.links, name)
 	}
 
+	r.mu.Unlock()
+
+	close(r.stop)
+	<-r.done
+
 	return nil
+}
+
+func (r *Responder) paused(d time.Duration) {
+	r.opts.Logger.Warn("the agent did not run for a while: peers may have taken its addresses over; answering nothing until the gossip settles",
+		zap.Duration("paused", d), zap.Duration("hold", r.opts.PauseHold))
+}
+
+// resumed announces everything still answered for, as on a takeover: peers
+// may have moved the clients away during the pause.
+func (r *Responder) resumed() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+
+	r.opts.Logger.Info("answering again after the pause")
+
+	for _, l := range r.links {
+		for ip := range *l.owned.Load() {
+			l.wg.Add(1)
+
+			go l.burst(ip)
+		}
+	}
 }
 
 // link answers on one interface.
@@ -340,6 +404,10 @@ func (l *link) serve(s *packetSocket, reply replyFunc, count *atomic.Uint64) {
 			return
 		}
 
+		if !l.r.guard.awake() {
+			continue
+		}
+
 		out, dst, err := reply(buf[:n], l.mac, l.has)
 		if err != nil || out == nil {
 			continue
@@ -373,7 +441,7 @@ func (l *link) announce(ip netip.Addr) {
 		s, count, dst = l.nd.Load(), &l.r.unsolicitedNAs, allNodesMAC
 	}
 
-	if s == nil {
+	if s == nil || !l.r.guard.awake() {
 		return
 	}
 
