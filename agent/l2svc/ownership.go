@@ -35,8 +35,10 @@ import (
 
 // Responder answers ARP/NDP for exactly the addresses given, each on its
 // interfaces, from the moment Set returns; it reports what failed per address.
+// Reannounce sends the takeover announcements again for everything answered.
 type Responder interface {
 	Set(want map[netip.Addr][]string) map[netip.Addr]error
+	Reannounce()
 }
 
 // Defaults of OwnershipController's tunables.
@@ -146,6 +148,10 @@ type session struct {
 	clock graceClock
 	// owned: the addresses this node answered for, to log changes.
 	owned map[string]bool
+	// live: whether each member counted as live (nil before the first
+	// reconcile); liveGrace: whether unseen nodes still counted as live then.
+	live      map[string]bool
+	liveGrace bool
 }
 
 // view is one L2Ownership's content.
@@ -232,6 +238,14 @@ func (ctrl *OwnershipController) reconcile(ctx context.Context, r controller.Run
 
 	// Answer (or stop) before writing status: the wire goes first.
 	errs := ctrl.Responder.Set(want)
+
+	// A member that comes back (a healed partition, a rebooted node) may have
+	// answered for these IPs while it could not see this node, and pointed the
+	// clients at itself: announce again, as on a takeover.
+	if s.rejoined(live) && len(want) > 0 {
+		logger.Info("a member is live again: announcing the owned IPs again", zap.Int("ips", len(want)))
+		ctrl.Responder.Reannounce()
+	}
 
 	r.StartTrackingOutputs()
 
@@ -377,4 +391,37 @@ func owned(ctx context.Context, r state.State) ([]string, error) {
 	slices.Sort(out)
 
 	return out, nil
+}
+
+// rejoined records which members count as live and says whether one that
+// did not before (dead, left, or unseen after the grace period) does now.
+func (s *session) rejoined(l *liveness) bool {
+	if !l.known {
+		s.live = nil
+
+		return false
+	}
+
+	now := make(map[string]bool, len(l.members))
+	back := false
+
+	for name := range l.members {
+		if name == l.self {
+			continue
+		}
+
+		now[name] = l.live(name)
+
+		if s.live == nil || !now[name] {
+			continue
+		}
+
+		if was, known := s.live[name]; known && !was || !known && !s.liveGrace {
+			back = true
+		}
+	}
+
+	s.live, s.liveGrace = now, l.inGrace
+
+	return back
 }

@@ -21,9 +21,24 @@ import (
 
 // fakeResponder remembers what it was told to answer.
 type fakeResponder struct {
-	mu   sync.Mutex
-	want map[netip.Addr][]string
-	fail map[netip.Addr]error
+	mu          sync.Mutex
+	want        map[netip.Addr][]string
+	fail        map[netip.Addr]error
+	reannounced int
+}
+
+func (f *fakeResponder) Reannounce() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+
+	f.reannounced++
+}
+
+func (f *fakeResponder) reannounces() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+
+	return f.reannounced
 }
 
 func (f *fakeResponder) Set(want map[netip.Addr][]string) map[netip.Addr]error {
@@ -466,4 +481,26 @@ func TestOneOwnerAcrossNodes(t *testing.T) {
 			})
 		}
 	}
+}
+
+// A member live again (a healed partition) may have pointed clients at
+// itself: the owner announces its IPs again. Nothing else makes it do so.
+func TestReannounceWhenMemberReturns(t *testing.T) {
+	e := start(t, "node-a", nil)
+	e.members(map[string]string{"node-a": "alive", "node-b": "alive", "node-c": "alive"})
+	e.Create(nodeSet("all", nodes, nil))
+
+	ip := ipOwnedBy(t, "node-a", "")
+	e.Create(serviceIP(ip, "all"))
+	e.assertAnswered(map[string][]string{ip: {"eth0"}})
+
+	// Members going away, suspect, an IP added: no re-announcement.
+	e.Update(member("node-c", "suspect"))
+	e.Update(member("node-b", "dead"))
+	e.Create(serviceIP("10.5.0.99", "all"))
+	e.assertOwnership("10.5.0.99", func(*resourcepb.L2OwnershipSpec, *assert.Assertions) {})
+	require.Zero(t, e.resp.reannounces())
+
+	e.Update(member("node-b", "alive"))
+	require.Eventually(t, func() bool { return e.resp.reannounces() == 1 }, 5*time.Second, 10*time.Millisecond)
 }

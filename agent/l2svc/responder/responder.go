@@ -244,10 +244,16 @@ func (r *Responder) paused(d time.Duration) {
 // resumed announces everything still answered for, as on a takeover: peers
 // may have moved the clients away during the pause.
 func (r *Responder) resumed() {
+	r.opts.Logger.Info("answering again after the pause")
+	r.Reannounce()
+}
+
+// Reannounce sends the takeover announcements again for every address
+// answered for, on every interface: the clients may have been pointed
+// elsewhere (a peer that answered during a partition).
+func (r *Responder) Reannounce() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-
-	r.opts.Logger.Info("answering again after the pause")
 
 	for _, l := range r.links {
 		for ip := range *l.owned.Load() {
