@@ -644,3 +644,83 @@ func Workers() cluster.Options {
 		return cluster.NodeConfig{Role: "worker", Extra: AgentConfig}
 	}}
 }
+
+// Answerers asks for an IPv4 address's MAC from the client every ~20 ms and
+// records when more than one MAC answered in a round.
+type Answerers struct {
+	mu     sync.Mutex
+	rounds int
+	split  []time.Time
+	stop   context.CancelFunc
+	done   chan struct{}
+}
+
+// StartAnswerers starts sampling; Finish stops it.
+func StartAnswerers(ctx context.Context, client *lab.Host, ip netip.Addr) (*Answerers, error) {
+	var c *arp.Client
+
+	if err := client.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+
+		c, err = arp.Dial(ifi)
+
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("ARP client: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	a := &Answerers{stop: cancel, done: make(chan struct{})}
+
+	go func() {
+		defer close(a.done)
+		defer c.Close() //nolint:errcheck
+
+		for ctx.Err() == nil {
+			if err := c.Request(ip); err != nil {
+				time.Sleep(10 * time.Millisecond)
+
+				continue
+			}
+
+			seen := map[string]bool{}
+			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond)) //nolint:errcheck
+
+			for {
+				p, _, err := c.Read()
+				if err != nil {
+					break
+				}
+
+				if p.Operation == arp.OperationReply && p.SenderIP == ip {
+					seen[p.SenderHardwareAddr.String()] = true
+				}
+			}
+
+			a.mu.Lock()
+			a.rounds++
+
+			if len(seen) > 1 {
+				a.split = append(a.split, time.Now())
+			}
+			a.mu.Unlock()
+		}
+	}()
+
+	return a, nil
+}
+
+// Finish stops sampling and returns the rounds and the times of the rounds
+// in which two or more MACs answered.
+func (a *Answerers) Finish() (int, []time.Time) {
+	a.stop()
+	<-a.done
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+
+	return a.rounds, a.split
+}

@@ -301,7 +301,7 @@ func TestL2ServiceFailover(t *testing.T) {
 
 	t.Logf("old owner back in charge after %v", time.Since(back))
 
-	waitNeigh(t, v.lab.Client, v.ip4, h.MAC.String(), 2*time.Second)
+	waitNeigh(t, v.lab.Client, v.ip4, h.MAC.String(), 4*time.Second)
 	v.client(v.ip4, owner)
 	v.client(v.ip6, owner)
 
@@ -356,7 +356,11 @@ func TestL2ServicePartition(t *testing.T) {
 	h := l2check.Node(v.lab, owner)
 	rest := slices.DeleteFunc(slices.Clone(v.lab.Nodes), func(n *lab.Host) bool { return n == h })
 
-	sampler := startARPSampler(t, v.lab.Client, v.ip4)
+	sampler, err := l2check.StartAnswerers(t.Context(), v.lab.Client, v.ip4)
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	cut := time.Now()
 
 	if err := l2check.Partition(t.Context(), h, rest, true); err != nil {
@@ -364,7 +368,7 @@ func TestL2ServicePartition(t *testing.T) {
 	}
 
 	other := v.owner(rest, v.ip4, owner)
-	t.Logf("partition: %s still owns %s on its side, %s on the other after %v", owner, v.ip4, other, time.Since(cut))
+	t.Logf("partition: %s answers on the other side after %v", other, time.Since(cut))
 
 	views, err := l2check.Ownerships(t.Context(), v.cluster, []*lab.Host{h}, v.ip4)
 	if err != nil {
@@ -372,41 +376,51 @@ func TestL2ServicePartition(t *testing.T) {
 	}
 
 	if !views[owner].Owned {
-		t.Logf("%s no longer owns %s during the partition: %+v", owner, v.ip4, views[owner])
+		t.Errorf("%s let go of %s during the partition: %+v", owner, v.ip4, views[owner])
 	}
 
-	// Let both answer a while, as a real partition would.
+	// The other side's takeover moved the client.
+	waitNeigh(t, v.lab.Client, v.ip4, l2check.Node(v.lab, other).MAC.String(), 2*time.Second)
+
+	// Both answer for a while, as in a real partition.
 	time.Sleep(3 * time.Second)
+
+	heal := time.Now()
 
 	if err := l2check.Partition(t.Context(), h, rest, false); err != nil {
 		t.Fatal(err)
 	}
-
-	healed := time.Now()
 
 	final, err := l2check.WaitOwner(t.Context(), v.cluster, v.lab.Nodes, v.ip4, "", 60*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	t.Logf("partition healed: %s owns %s again %v after the heal", final, v.ip4, time.Since(healed))
+	merged := time.Since(heal)
 
-	rounds, macs, split := sampler.Finish()
-	t.Logf("ARP during and after the partition: %d rounds, replies per MAC %v, %d rounds with two MACs", rounds, macs, len(split))
+	// The owner announces again when the others come back: the client
+	// follows at once, not at the next refresh.
+	back := merged + waitNeigh(t, v.lab.Client, v.ip4, h.MAC.String(), 5*time.Second)
 
+	time.Sleep(time.Second)
+
+	rounds, split := sampler.Finish()
 	if len(split) == 0 {
-		t.Logf("no two answerers seen during the partition")
+		t.Fatalf("no two answerers seen in %d rounds: the partition did not split the gossip", rounds)
 	}
+
+	t.Logf("partition case: two MACs answered in %d of %d ARP rounds, from %v after the cut to %v after the heal; "+
+		"ownership merged %v after the heal, the client's entry back on %s %v after the heal",
+		len(split), rounds, split[0].Sub(cut).Round(time.Millisecond), split[len(split)-1].Sub(heal).Round(time.Millisecond),
+		merged.Round(time.Millisecond), owner, back.Round(time.Millisecond))
 
 	if final != owner {
 		t.Errorf("after the heal %s owns %s, ranking says %s", final, v.ip4, owner)
 	}
 
-	// After the heal, one answerer again.
-	after := startARPSampler(t, v.lab.Client, v.ip4)
-
-	time.Sleep(time.Second)
-	after.finish(t)
+	if last := split[len(split)-1]; last.After(heal.Add(merged + time.Second)) {
+		t.Errorf("two answerers %v after the heal, ownership merged after %v", last.Sub(heal), merged)
+	}
 }
 
 func sortedStrings(s ...string) []string {
