@@ -724,3 +724,28 @@ func (a *Answerers) Finish() (int, []time.Time) {
 
 	return a.rounds, a.split
 }
+
+// WaitClient waits until the client reaches ip on owner: owner answers ARP
+// or NDP for it (its agent is not holding back), the client's neighbour
+// entry names owner's MAC, and a TCP connection to ip is answered by owner.
+func WaitClient(ctx context.Context, l *lab.Lab, ip netip.Addr, owner string, timeout time.Duration) error {
+	h := Node(l, owner)
+	deadline := time.Now().Add(timeout)
+
+	var last string
+
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		name, err := standin.Whoami(ctx, l.Client, ip.AsSlice(), time.Second)
+		mac, state, nerr := l.Client.NeighMAC(ip)
+
+		if err == nil && name == owner && nerr == nil && mac.String() == h.MAC.String() {
+			return nil
+		}
+
+		last = fmt.Sprintf("whoami %q (%v), neighbour %v %s (%v)", name, err, mac, state, nerr)
+
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	return fmt.Errorf("the client does not reach %s on %s within %s; last: %s", ip, owner, timeout, last)
+}

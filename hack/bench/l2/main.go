@@ -126,9 +126,10 @@ func (b *bench) trial() (trial, error) {
 		return trial{}, err
 	}
 
-	// A warm client: neighbour entries for both addresses point at the owner.
+	// A warm client: neighbour entries for both addresses point at the owner,
+	// which answers (a returning owner holds back for a while after a pause).
 	for _, ip := range []netip.Addr{b.ip4, b.ip6} {
-		if _, _, err := vipcheck.FirstAnswer(b.ctx, b.lab.Client, ip, "", waitLong); err != nil {
+		if err := l2check.WaitClient(b.ctx, b.lab, ip, owner, waitLong); err != nil {
 			return trial{}, err
 		}
 	}
