@@ -146,8 +146,8 @@ func TestGenConfigPatches(t *testing.T) {
 	cp := applied(t, machineConfig(t, machine.TypeControlPlane), filepath.Join(out, "controlplane.yaml"))
 	agentCheck(t, cp)
 
-	if n := len(cp.NetworkRules().Rules()); n != 2 {
-		t.Errorf("control plane: %d firewall rules, want the API's and the election's", n)
+	if n := len(cp.NetworkRules().Rules()); n != 4 {
+		t.Errorf("control plane: %d firewall rules, want the API's, the gossip's (UDP and TCP) and the election's", n)
 	}
 
 	if !strings.Contains(agentConfig(t, cp), "dev-controlplane-3") {
@@ -157,8 +157,8 @@ func TestGenConfigPatches(t *testing.T) {
 	worker := applied(t, machineConfig(t, machine.TypeWorker), filepath.Join(out, "worker.yaml"))
 	agentCheck(t, worker)
 
-	if n := len(worker.NetworkRules().Rules()); n != 1 {
-		t.Errorf("worker: %d firewall rules, want the API's", n)
+	if n := len(worker.NetworkRules().Rules()); n != 3 {
+		t.Errorf("worker: %d firewall rules, want the API's and the gossip's (UDP and TCP)", n)
 	}
 }
 
