@@ -20,6 +20,7 @@ type pauseGuard struct {
 	pauses    atomic.Uint64
 }
 
+// newPauseGuard starts the guard's clock: run must follow at once.
 func newPauseGuard(gap, hold time.Duration) *pauseGuard {
 	return &pauseGuard{gap: gap, hold: hold, base: time.Now()}
 }
@@ -40,8 +41,6 @@ func (g *pauseGuard) awake() bool {
 // run ticks until stop; paused is called when a pause is noticed, resumed
 // when its hold ends.
 func (g *pauseGuard) run(stop <-chan struct{}, paused func(time.Duration), resumed func()) {
-	g.last.Store(g.now())
-
 	t := time.NewTicker(g.gap / 10)
 	defer t.Stop()
 

@@ -20,7 +20,8 @@ func TestPauseGuard(t *testing.T) {
 
 	go g.run(stop, func(d time.Duration) { paused <- d }, func() { resumed <- struct{}{} })
 
-	require.Eventually(t, g.awake, time.Second, time.Millisecond)
+	// Running: it has ticked.
+	require.Eventually(t, func() bool { return g.last.Load() > 0 && g.awake() }, time.Second, time.Millisecond)
 
 	// As if the process had been stopped for a second.
 	g.last.Store(g.now() - int64(time.Second))
