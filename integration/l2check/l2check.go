@@ -12,7 +12,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -32,7 +31,6 @@ import (
 	"github.com/talos-lb/talos-lb/integration/cluster"
 	"github.com/talos-lb/talos-lb/integration/lab"
 	"github.com/talos-lb/talos-lb/integration/standin"
-	"github.com/talos-lb/talos-lb/pkg/client"
 	"github.com/talos-lb/talos-lb/pkg/pki"
 	"github.com/talos-lb/talos-lb/pkg/rank"
 )
@@ -79,7 +77,7 @@ func Input(c *cluster.Cluster, ips []netip.Addr, endpointNodes []string) *desire
 // controller is down afterwards. It returns what the agents said they
 // announce.
 func Push(ctx context.Context, c *cluster.Cluster, in *desired.Input, timeout time.Duration) (map[string][]string, error) {
-	tlsConfig, err := ControllerTLS(ctx, c)
+	tlsConfig, err := ControllerTLS(c)
 	if err != nil {
 		return nil, err
 	}
@@ -144,73 +142,19 @@ func Push(ctx context.Context, c *cluster.Cluster, in *desired.Input, timeout ti
 	}
 }
 
-// ControllerTLS is the controller role's client TLS for the cluster's agents.
-// The lab's secrets do not hold a controller certificate (yet): then the
-// cluster gets new secrets that do, under a new CA, and every agent is
-// restarted on them.
-func ControllerTLS(ctx context.Context, c *cluster.Cluster) (*tls.Config, error) {
-	read := func(name string) ([]byte, error) { return os.ReadFile(filepath.Join(c.Dir, name)) }
-
-	if _, err := os.Stat(filepath.Join(c.Dir, "controller.crt")); errors.Is(err, os.ErrNotExist) {
-		if err := rekey(ctx, c); err != nil {
-			return nil, err
-		}
-	}
-
+// ControllerTLS is the controller role's client TLS for the cluster's
+// agents, from the lab's secrets.
+func ControllerTLS(c *cluster.Cluster) (*tls.Config, error) {
 	var pems [3][]byte
 
 	for i, name := range []string{"ca.crt", "controller.crt", "controller.key"} {
 		var err error
-		if pems[i], err = read(name); err != nil {
+		if pems[i], err = os.ReadFile(filepath.Join(c.Dir, name)); err != nil {
 			return nil, err
 		}
 	}
 
 	return pki.ClientTLS(pems[0], pems[1], pems[2], pki.AgentServerName)
-}
-
-func rekey(ctx context.Context, c *cluster.Cluster) error {
-	ca, err := pki.NewCA("talos-lb lab", 24*time.Hour)
-	if err != nil {
-		return err
-	}
-
-	files := map[string][]byte{"ca.crt": ca.CertPEM}
-
-	for _, role := range []pki.Role{pki.RoleAgent, pki.RoleAdmin, pki.RoleController} {
-		kp, err := ca.Issue(pki.IssueOptions{CommonName: "lab " + string(role), Role: role, Validity: 24 * time.Hour})
-		if err != nil {
-			return err
-		}
-
-		files[string(role)+".crt"], files[string(role)+".key"] = kp.CertPEM, kp.KeyPEM
-	}
-
-	for name, data := range files {
-		if err := os.WriteFile(filepath.Join(c.Dir, name), data, 0o600); err != nil {
-			return fmt.Errorf("writing %s: %w", name, err)
-		}
-	}
-
-	endpoints := make([]string, 0, len(c.Agents))
-	for _, a := range c.Agents {
-		endpoints = append(endpoints, a.Host.IPv4.String())
-	}
-
-	cfg := &client.Config{Context: "lab", Contexts: map[string]*client.Context{
-		"lab": client.NewContext(endpoints, files["ca.crt"], files["admin.crt"], files["admin.key"]),
-	}}
-	if err := cfg.Save(c.LBConfig); err != nil {
-		return err
-	}
-
-	for _, a := range c.Agents {
-		if err := c.Restart(ctx, a); err != nil {
-			return err
-		}
-	}
-
-	return nil
 }
 
 // forwarders relay the pusher's connections, made in this process's network
