@@ -1,6 +1,7 @@
 package push_test
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/cosi-project/runtime/pkg/safe"
@@ -52,4 +53,26 @@ func TestPushedNodesArePublishedForGossip(t *testing.T) {
 	// so it can rejoin the gossip on its own.
 	b := newAgent(t, dir, nil)
 	require.Equal(t, map[string]string{"node-a": "192.0.2.10", "node-b": "192.0.2.11"}, b.pushedNodes())
+}
+
+func TestNodeWideReasonLandsInEveryNodeSet(t *testing.T) {
+	a := newAgent(t, t.TempDir(), nil)
+
+	s := validState(5)
+	s.Ineligible = []*resourcepb.NodeReason{{Node: "node-a", Reason: "excluded by label x"}, {Node: "node-z", Reason: "node not ready"}}
+	require.True(t, a.push(s).GetAccepted())
+
+	for _, want := range s.GetNodeSets() {
+		set, err := safe.StateGetByID[*resources.NodeSet](t.Context(), a.st, want.GetName())
+		require.NoError(t, err)
+
+		if slices.Contains(want.GetNodes(), "node-a") {
+			require.Empty(t, set.TypedSpec().Value.GetExcluded()["node-a"])
+
+			continue
+		}
+
+		require.Equal(t, "excluded by label x", set.TypedSpec().Value.GetExcluded()["node-a"], want.GetName())
+		require.Empty(t, set.TypedSpec().Value.GetExcluded()["node-z"], "only this node's reason is kept")
+	}
 }

@@ -58,7 +58,7 @@ func (h *Handler) apply(ctx context.Context, s *resourcepb.NodeDesiredState, app
 		return fmt.Errorf("service IPs: %w", err)
 	}
 
-	if err := syncByID(ctx, st, h.pub.nodeSets, s.GetNodeSets(), (*resourcepb.NodeSet).GetName, resources.NewNodeSet,
+	if err := syncByID(ctx, st, h.pub.nodeSets, withOwnReason(s, h.opts.NodeName), (*resourcepb.NodeSet).GetName, resources.NewNodeSet,
 		func(r *resources.NodeSet, v *resourcepb.NodeSet) { r.TypedSpec().Value = v }); err != nil {
 		return fmt.Errorf("node sets: %w", err)
 	}
@@ -366,4 +366,42 @@ func syncByID[S proto.Message, R resource.Resource](
 	}
 
 	return nil
+}
+
+// withOwnReason returns the pushed node sets with this node's node-wide
+// reason (ineligible) written into each set it is not in, so readers of a
+// NodeSet need look nowhere else to say why this node does not announce.
+// Sets are copied only when they change: the pushed ones stay as received.
+func withOwnReason(s *resourcepb.NodeDesiredState, self string) []*resourcepb.NodeSet {
+	var reason string
+
+	for _, r := range s.GetIneligible() {
+		if r.GetNode() == self {
+			reason = r.GetReason()
+		}
+	}
+
+	if reason == "" {
+		return s.GetNodeSets()
+	}
+
+	out := make([]*resourcepb.NodeSet, len(s.GetNodeSets()))
+
+	for i, set := range s.GetNodeSets() {
+		out[i] = set
+
+		if slices.Contains(set.GetNodes(), self) || set.GetExcluded()[self] != "" {
+			continue
+		}
+
+		cp := proto.CloneOf(set)
+		if cp.Excluded == nil {
+			cp.Excluded = map[string]string{}
+		}
+
+		cp.Excluded[self] = reason
+		out[i] = cp
+	}
+
+	return out
 }

@@ -83,6 +83,12 @@ func Validate(node string, s *resourcepb.NodeDesiredState) error {
 		}
 	}
 
+	for i, r := range s.GetIneligible() {
+		if r.GetNode() == "" || r.GetReason() == "" {
+			return fmt.Errorf("ineligible[%d] needs a node and a reason, has %q and %q", i, r.GetNode(), r.GetReason())
+		}
+	}
+
 	return nil
 }
 

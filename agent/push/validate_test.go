@@ -79,6 +79,7 @@ func TestValidate(t *testing.T) {
 		{"endpoint without port", func(s *resourcepb.NodeDesiredState) { s.ApiEndpoints[1] = "192.0.2.10" }, `api_endpoints[1] "192.0.2.10": want host:port`},
 		{"endpoint port 0", func(s *resourcepb.NodeDesiredState) { s.ApiEndpoints[0] = "192.0.2.10:0" }, `api_endpoints[0] "192.0.2.10:0": port "0" is not 1-65535`},
 		{"endpoint without host", func(s *resourcepb.NodeDesiredState) { s.ApiEndpoints[2] = ":6443" }, `api_endpoints[2] ":6443": no host`},
+		{"ineligible without reason", func(s *resourcepb.NodeDesiredState) { s.Ineligible = []*resourcepb.NodeReason{{Node: "node-b"}} }, `ineligible[0] needs a node and a reason, has "node-b" and ""`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := validState(1)

@@ -119,8 +119,8 @@ type ServiceView struct {
 
 // Output is the computed desired state.
 type Output struct {
-	// Shared holds service_ips, node_sets, bgp_advertisements, api_endpoints
-	// and nodes, the same for every node.
+	// Shared holds service_ips, node_sets, bgp_advertisements, api_endpoints,
+	// nodes and ineligible, the same for every node.
 	Shared   *resourcepb.NodeDesiredState
 	Nodes    map[string]NodeState
 	Services map[string]ServiceView
@@ -142,6 +142,7 @@ func (o *Output) State(node string) *resourcepb.NodeDesiredState {
 		NodeSets:          o.Shared.NodeSets,
 		BgpAdvertisements: o.Shared.BgpAdvertisements,
 		Nodes:             o.Shared.Nodes,
+		Ineligible:        o.Shared.Ineligible,
 	}
 }
 
@@ -221,6 +222,10 @@ func (c *computation) eligibility() {
 	}
 
 	slices.SortFunc(c.base, func(a, b *Node) int { return strings.Compare(a.Name, b.Name) })
+
+	for _, n := range slices.Sorted(maps.Keys(c.reasons)) {
+		c.out.Shared.Ineligible = append(c.out.Shared.Ineligible, &resourcepb.NodeReason{Node: n, Reason: c.reasons[n]})
+	}
 	slices.SortFunc(c.out.Shared.Nodes, func(a, b *resourcepb.NodeAddress) int { return strings.Compare(a.Name, b.Name) })
 	c.out.Eligible = len(c.base)
 
@@ -282,7 +287,7 @@ func (c *computation) nodeSet(rule string, nodes []string, s *Service) (string, 
 		return name, set.Nodes
 	}
 
-	set := &resourcepb.NodeSet{Name: name, Nodes: nodes, DefaultReason: ReasonNotSelected, Excluded: maps.Clone(c.reasons)}
+	set := &resourcepb.NodeSet{Name: name, Nodes: nodes, DefaultReason: ReasonNotSelected}
 
 	if s.LocalOnly {
 		in := c.membersOf(rule, nodes)
@@ -298,8 +303,11 @@ func (c *computation) nodeSet(rule string, nodes []string, s *Service) (string, 
 		set.Nodes = slices.Compact(local)
 		set.DefaultReason = ReasonNoLocalEndpoint
 
-		for _, n := range c.unselected(rule) {
-			set.Excluded[n] = ReasonNotSelected
+		if unselected := c.unselected(rule); len(unselected) > 0 {
+			set.Excluded = make(map[string]string, len(unselected))
+			for _, n := range unselected {
+				set.Excluded[n] = ReasonNotSelected
+			}
 		}
 	}
 

@@ -69,8 +69,9 @@ func TestNotReadyAndExcludedNodes(t *testing.T) {
 	out := desired.Compute(in)
 	s := set(out, "l2/l2")
 	require.Equal(t, []string{"n3"}, s.Nodes)
-	require.Equal(t, desired.ReasonNotReady, s.Excluded["n1"])
-	require.Equal(t, desired.ReasonExcluded, s.Excluded["n2"])
+	require.Empty(t, s.Excluded, "node-wide reasons are said once, not per set")
+	require.Equal(t, []*resourcepb.NodeReason{{Node: "n1", Reason: desired.ReasonNotReady}, {Node: "n2", Reason: desired.ReasonExcluded}}, out.Shared.Ineligible)
+	require.Equal(t, out.Shared.Ineligible, out.State("n3").Ineligible)
 	require.Empty(t, out.Warnings)
 
 	in.IgnoreExcludeLabel = true
@@ -208,6 +209,6 @@ func TestLocalSetReasons(t *testing.T) {
 	out := desired.Compute(&desired.Input{Nodes: ns, Services: []desired.Service{s}, L2: []desired.L2Rule{{Name: "l2", Nodes: notN3}}})
 	l2 := set(out, out.Shared.ServiceIps[0].L2.NodeSet)
 	require.Equal(t, []string{"n1"}, l2.Nodes)
-	require.Equal(t, map[string]string{"n3": desired.ReasonNotSelected, "n4": desired.ReasonNotReady}, l2.Excluded)
+	require.Equal(t, map[string]string{"n3": desired.ReasonNotSelected}, l2.Excluded)
 	require.Equal(t, desired.ReasonNoLocalEndpoint, l2.DefaultReason)
 }

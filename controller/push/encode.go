@@ -14,7 +14,8 @@ import (
 
 // A NodeDesiredState has a small per-node part (generation, node, controller,
 // BGP peers) and a large part that is the same for every node (service IPs,
-// API endpoints, node sets, advertisement rules, node addresses: see
+// API endpoints, node sets, advertisement rules, node addresses, ineligible
+// nodes: see
 // api/resource/v1alpha1).
 // The controller builds the shared part once and hands every node the same
 // slices; the pusher recognises them by identity, compares and encodes them
@@ -34,6 +35,8 @@ type sharedKey struct {
 	nAdvs       int
 	nodes       **resourcepb.NodeAddress
 	nNodes      int
+	ineligible  **resourcepb.NodeReason
+	nIneligible int
 }
 
 func keyOf(s *resourcepb.NodeDesiredState) sharedKey {
@@ -43,6 +46,7 @@ func keyOf(s *resourcepb.NodeDesiredState) sharedKey {
 		nodeSets: unsafe.SliceData(s.GetNodeSets()), nNodeSets: len(s.GetNodeSets()),
 		advs: unsafe.SliceData(s.GetBgpAdvertisements()), nAdvs: len(s.GetBgpAdvertisements()),
 		nodes: unsafe.SliceData(s.GetNodes()), nNodes: len(s.GetNodes()),
+		ineligible: unsafe.SliceData(s.GetIneligible()), nIneligible: len(s.GetIneligible()),
 	}
 }
 
@@ -62,6 +66,7 @@ func newSharedPart(s *resourcepb.NodeDesiredState) *sharedPart {
 		NodeSets:          s.GetNodeSets(),
 		BgpAdvertisements: s.GetBgpAdvertisements(),
 		Nodes:             s.GetNodes(),
+		Ineligible:        s.GetIneligible(),
 	}}
 }
 
@@ -86,6 +91,7 @@ func stamp(s *resourcepb.NodeDesiredState, node string, gen uint64, controller s
 		NodeSets:          s.GetNodeSets(),
 		BgpAdvertisements: s.GetBgpAdvertisements(),
 		Nodes:             s.GetNodes(),
+		Ineligible:        s.GetIneligible(),
 	}
 }
 

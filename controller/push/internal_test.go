@@ -25,6 +25,7 @@ func sampleState() *resourcepb.NodeDesiredState {
 		NodeSets:          []*resourcepb.NodeSet{{Name: "all", Nodes: []string{"node-a"}, Excluded: map[string]string{"node-b": "not ready", "node-c": "no local endpoints"}}},
 		BgpAdvertisements: []*resourcepb.BgpAdvertisementRule{{Name: "tor", Communities: []string{"65000:1"}}},
 		Nodes:             []*resourcepb.NodeAddress{{Name: "node-a", Address: "192.0.2.20"}},
+		Ineligible:        []*resourcepb.NodeReason{{Node: "node-b", Reason: "node not ready"}},
 	}
 }
 

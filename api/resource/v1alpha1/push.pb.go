@@ -51,7 +51,11 @@ type NodeDesiredState struct {
 	BgpAdvertisements []*BgpAdvertisementRule `protobuf:"bytes,8,rep,name=bgp_advertisements,json=bgpAdvertisements,proto3" json:"bgp_advertisements,omitempty"`
 	// Every node with its agent's host, so agents find each other for liveness
 	// gossip without the controller.
-	Nodes         []*NodeAddress `protobuf:"bytes,9,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	Nodes []*NodeAddress `protobuf:"bytes,9,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Nodes that may announce nothing at all, with why ("node not ready",
+	// "excluded by label ..."): said once here rather than in every node set.
+	// A node set's own excluded entry for a node wins over this.
+	Ineligible    []*NodeReason `protobuf:"bytes,10,rep,name=ineligible,proto3" json:"ineligible,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -149,6 +153,66 @@ func (x *NodeDesiredState) GetNodes() []*NodeAddress {
 	return nil
 }
 
+func (x *NodeDesiredState) GetIneligible() []*NodeReason {
+	if x != nil {
+		return x.Ineligible
+	}
+	return nil
+}
+
+// NodeReason says why a node may not announce.
+type NodeReason struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeReason) Reset() {
+	*x = NodeReason{}
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeReason) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeReason) ProtoMessage() {}
+
+func (x *NodeReason) ProtoReflect() protoreflect.Message {
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeReason.ProtoReflect.Descriptor instead.
+func (*NodeReason) Descriptor() ([]byte, []int) {
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *NodeReason) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeReason) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // NodeAddress is where a node's agent runs.
 type NodeAddress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -161,7 +225,7 @@ type NodeAddress struct {
 
 func (x *NodeAddress) Reset() {
 	*x = NodeAddress{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[1]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -173,7 +237,7 @@ func (x *NodeAddress) String() string {
 func (*NodeAddress) ProtoMessage() {}
 
 func (x *NodeAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[1]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -186,7 +250,7 @@ func (x *NodeAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAddress.ProtoReflect.Descriptor instead.
 func (*NodeAddress) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{1}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *NodeAddress) GetName() string {
@@ -219,7 +283,7 @@ type NodeSet struct {
 
 func (x *NodeSet) Reset() {
 	*x = NodeSet{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[2]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -231,7 +295,7 @@ func (x *NodeSet) String() string {
 func (*NodeSet) ProtoMessage() {}
 
 func (x *NodeSet) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[2]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -244,7 +308,7 @@ func (x *NodeSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSet.ProtoReflect.Descriptor instead.
 func (*NodeSet) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{2}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *NodeSet) GetName() string {
@@ -291,7 +355,7 @@ type ServiceIPSpec struct {
 
 func (x *ServiceIPSpec) Reset() {
 	*x = ServiceIPSpec{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[3]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +367,7 @@ func (x *ServiceIPSpec) String() string {
 func (*ServiceIPSpec) ProtoMessage() {}
 
 func (x *ServiceIPSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[3]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +380,7 @@ func (x *ServiceIPSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceIPSpec.ProtoReflect.Descriptor instead.
 func (*ServiceIPSpec) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{3}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ServiceIPSpec) GetAddress() string {
@@ -361,7 +425,7 @@ type L2Announcement struct {
 
 func (x *L2Announcement) Reset() {
 	*x = L2Announcement{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[4]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -373,7 +437,7 @@ func (x *L2Announcement) String() string {
 func (*L2Announcement) ProtoMessage() {}
 
 func (x *L2Announcement) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[4]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -386,7 +450,7 @@ func (x *L2Announcement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use L2Announcement.ProtoReflect.Descriptor instead.
 func (*L2Announcement) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{4}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *L2Announcement) GetNodeSet() string {
@@ -415,7 +479,7 @@ type BgpAnnouncement struct {
 
 func (x *BgpAnnouncement) Reset() {
 	*x = BgpAnnouncement{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[5]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -427,7 +491,7 @@ func (x *BgpAnnouncement) String() string {
 func (*BgpAnnouncement) ProtoMessage() {}
 
 func (x *BgpAnnouncement) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[5]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -440,7 +504,7 @@ func (x *BgpAnnouncement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BgpAnnouncement.ProtoReflect.Descriptor instead.
 func (*BgpAnnouncement) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{5}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BgpAnnouncement) GetAdvertisement() string {
@@ -475,7 +539,7 @@ type BgpAdvertisementRule struct {
 
 func (x *BgpAdvertisementRule) Reset() {
 	*x = BgpAdvertisementRule{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[6]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +551,7 @@ func (x *BgpAdvertisementRule) String() string {
 func (*BgpAdvertisementRule) ProtoMessage() {}
 
 func (x *BgpAdvertisementRule) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[6]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +564,7 @@ func (x *BgpAdvertisementRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BgpAdvertisementRule.ProtoReflect.Descriptor instead.
 func (*BgpAdvertisementRule) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{6}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BgpAdvertisementRule) GetName() string {
@@ -566,7 +630,7 @@ type PushedBgpPeer struct {
 
 func (x *PushedBgpPeer) Reset() {
 	*x = PushedBgpPeer{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[7]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -578,7 +642,7 @@ func (x *PushedBgpPeer) String() string {
 func (*PushedBgpPeer) ProtoMessage() {}
 
 func (x *PushedBgpPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[7]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -591,7 +655,7 @@ func (x *PushedBgpPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushedBgpPeer.ProtoReflect.Descriptor instead.
 func (*PushedBgpPeer) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{7}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PushedBgpPeer) GetPeer() *BgpPeerSpec {
@@ -634,7 +698,7 @@ type PushStatusSpec struct {
 
 func (x *PushStatusSpec) Reset() {
 	*x = PushStatusSpec{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[8]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +710,7 @@ func (x *PushStatusSpec) String() string {
 func (*PushStatusSpec) ProtoMessage() {}
 
 func (x *PushStatusSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[8]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +723,7 @@ func (x *PushStatusSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushStatusSpec.ProtoReflect.Descriptor instead.
 func (*PushStatusSpec) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{8}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PushStatusSpec) GetGeneration() uint64 {
@@ -728,7 +792,7 @@ type ApiEndpointsSpec struct {
 
 func (x *ApiEndpointsSpec) Reset() {
 	*x = ApiEndpointsSpec{}
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[9]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +804,7 @@ func (x *ApiEndpointsSpec) String() string {
 func (*ApiEndpointsSpec) ProtoMessage() {}
 
 func (x *ApiEndpointsSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_resource_v1alpha1_push_proto_msgTypes[9]
+	mi := &file_resource_v1alpha1_push_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +817,7 @@ func (x *ApiEndpointsSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiEndpointsSpec.ProtoReflect.Descriptor instead.
 func (*ApiEndpointsSpec) Descriptor() ([]byte, []int) {
-	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{9}
+	return file_resource_v1alpha1_push_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ApiEndpointsSpec) GetEndpoints() []string {
@@ -767,7 +831,7 @@ var File_resource_v1alpha1_push_proto protoreflect.FileDescriptor
 
 const file_resource_v1alpha1_push_proto_rawDesc = "" +
 	"\n" +
-	"\x1cresource/v1alpha1/push.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bresource/v1alpha1/bgp.proto\"\x81\x04\n" +
+	"\x1cresource/v1alpha1/push.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bresource/v1alpha1/bgp.proto\"\xc9\x04\n" +
 	"\x10NodeDesiredState\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
@@ -782,7 +846,15 @@ const file_resource_v1alpha1_push_proto_rawDesc = "" +
 	"\rapi_endpoints\x18\x06 \x03(\tR\fapiEndpoints\x12@\n" +
 	"\tnode_sets\x18\a \x03(\v2#.talos_lb.resource.v1alpha1.NodeSetR\bnodeSets\x12_\n" +
 	"\x12bgp_advertisements\x18\b \x03(\v20.talos_lb.resource.v1alpha1.BgpAdvertisementRuleR\x11bgpAdvertisements\x12=\n" +
-	"\x05nodes\x18\t \x03(\v2'.talos_lb.resource.v1alpha1.NodeAddressR\x05nodes\";\n" +
+	"\x05nodes\x18\t \x03(\v2'.talos_lb.resource.v1alpha1.NodeAddressR\x05nodes\x12F\n" +
+	"\n" +
+	"ineligible\x18\n" +
+	" \x03(\v2&.talos_lb.resource.v1alpha1.NodeReasonR\n" +
+	"ineligible\"8\n" +
+	"\n" +
+	"NodeReason\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\";\n" +
 	"\vNodeAddress\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xe6\x01\n" +
@@ -851,38 +923,40 @@ func file_resource_v1alpha1_push_proto_rawDescGZIP() []byte {
 	return file_resource_v1alpha1_push_proto_rawDescData
 }
 
-var file_resource_v1alpha1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_resource_v1alpha1_push_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_resource_v1alpha1_push_proto_goTypes = []any{
 	(*NodeDesiredState)(nil),      // 0: talos_lb.resource.v1alpha1.NodeDesiredState
-	(*NodeAddress)(nil),           // 1: talos_lb.resource.v1alpha1.NodeAddress
-	(*NodeSet)(nil),               // 2: talos_lb.resource.v1alpha1.NodeSet
-	(*ServiceIPSpec)(nil),         // 3: talos_lb.resource.v1alpha1.ServiceIPSpec
-	(*L2Announcement)(nil),        // 4: talos_lb.resource.v1alpha1.L2Announcement
-	(*BgpAnnouncement)(nil),       // 5: talos_lb.resource.v1alpha1.BgpAnnouncement
-	(*BgpAdvertisementRule)(nil),  // 6: talos_lb.resource.v1alpha1.BgpAdvertisementRule
-	(*PushedBgpPeer)(nil),         // 7: talos_lb.resource.v1alpha1.PushedBgpPeer
-	(*PushStatusSpec)(nil),        // 8: talos_lb.resource.v1alpha1.PushStatusSpec
-	(*ApiEndpointsSpec)(nil),      // 9: talos_lb.resource.v1alpha1.ApiEndpointsSpec
-	nil,                           // 10: talos_lb.resource.v1alpha1.NodeSet.ExcludedEntry
-	(*BgpPeerSpec)(nil),           // 11: talos_lb.resource.v1alpha1.BgpPeerSpec
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*NodeReason)(nil),            // 1: talos_lb.resource.v1alpha1.NodeReason
+	(*NodeAddress)(nil),           // 2: talos_lb.resource.v1alpha1.NodeAddress
+	(*NodeSet)(nil),               // 3: talos_lb.resource.v1alpha1.NodeSet
+	(*ServiceIPSpec)(nil),         // 4: talos_lb.resource.v1alpha1.ServiceIPSpec
+	(*L2Announcement)(nil),        // 5: talos_lb.resource.v1alpha1.L2Announcement
+	(*BgpAnnouncement)(nil),       // 6: talos_lb.resource.v1alpha1.BgpAnnouncement
+	(*BgpAdvertisementRule)(nil),  // 7: talos_lb.resource.v1alpha1.BgpAdvertisementRule
+	(*PushedBgpPeer)(nil),         // 8: talos_lb.resource.v1alpha1.PushedBgpPeer
+	(*PushStatusSpec)(nil),        // 9: talos_lb.resource.v1alpha1.PushStatusSpec
+	(*ApiEndpointsSpec)(nil),      // 10: talos_lb.resource.v1alpha1.ApiEndpointsSpec
+	nil,                           // 11: talos_lb.resource.v1alpha1.NodeSet.ExcludedEntry
+	(*BgpPeerSpec)(nil),           // 12: talos_lb.resource.v1alpha1.BgpPeerSpec
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_resource_v1alpha1_push_proto_depIdxs = []int32{
-	3,  // 0: talos_lb.resource.v1alpha1.NodeDesiredState.service_ips:type_name -> talos_lb.resource.v1alpha1.ServiceIPSpec
-	7,  // 1: talos_lb.resource.v1alpha1.NodeDesiredState.bgp_peers:type_name -> talos_lb.resource.v1alpha1.PushedBgpPeer
-	2,  // 2: talos_lb.resource.v1alpha1.NodeDesiredState.node_sets:type_name -> talos_lb.resource.v1alpha1.NodeSet
-	6,  // 3: talos_lb.resource.v1alpha1.NodeDesiredState.bgp_advertisements:type_name -> talos_lb.resource.v1alpha1.BgpAdvertisementRule
-	1,  // 4: talos_lb.resource.v1alpha1.NodeDesiredState.nodes:type_name -> talos_lb.resource.v1alpha1.NodeAddress
-	10, // 5: talos_lb.resource.v1alpha1.NodeSet.excluded:type_name -> talos_lb.resource.v1alpha1.NodeSet.ExcludedEntry
-	4,  // 6: talos_lb.resource.v1alpha1.ServiceIPSpec.l2:type_name -> talos_lb.resource.v1alpha1.L2Announcement
-	5,  // 7: talos_lb.resource.v1alpha1.ServiceIPSpec.bgp:type_name -> talos_lb.resource.v1alpha1.BgpAnnouncement
-	11, // 8: talos_lb.resource.v1alpha1.PushedBgpPeer.peer:type_name -> talos_lb.resource.v1alpha1.BgpPeerSpec
-	12, // 9: talos_lb.resource.v1alpha1.PushStatusSpec.applied_at:type_name -> google.protobuf.Timestamp
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	4,  // 0: talos_lb.resource.v1alpha1.NodeDesiredState.service_ips:type_name -> talos_lb.resource.v1alpha1.ServiceIPSpec
+	8,  // 1: talos_lb.resource.v1alpha1.NodeDesiredState.bgp_peers:type_name -> talos_lb.resource.v1alpha1.PushedBgpPeer
+	3,  // 2: talos_lb.resource.v1alpha1.NodeDesiredState.node_sets:type_name -> talos_lb.resource.v1alpha1.NodeSet
+	7,  // 3: talos_lb.resource.v1alpha1.NodeDesiredState.bgp_advertisements:type_name -> talos_lb.resource.v1alpha1.BgpAdvertisementRule
+	2,  // 4: talos_lb.resource.v1alpha1.NodeDesiredState.nodes:type_name -> talos_lb.resource.v1alpha1.NodeAddress
+	1,  // 5: talos_lb.resource.v1alpha1.NodeDesiredState.ineligible:type_name -> talos_lb.resource.v1alpha1.NodeReason
+	11, // 6: talos_lb.resource.v1alpha1.NodeSet.excluded:type_name -> talos_lb.resource.v1alpha1.NodeSet.ExcludedEntry
+	5,  // 7: talos_lb.resource.v1alpha1.ServiceIPSpec.l2:type_name -> talos_lb.resource.v1alpha1.L2Announcement
+	6,  // 8: talos_lb.resource.v1alpha1.ServiceIPSpec.bgp:type_name -> talos_lb.resource.v1alpha1.BgpAnnouncement
+	12, // 9: talos_lb.resource.v1alpha1.PushedBgpPeer.peer:type_name -> talos_lb.resource.v1alpha1.BgpPeerSpec
+	13, // 10: talos_lb.resource.v1alpha1.PushStatusSpec.applied_at:type_name -> google.protobuf.Timestamp
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_resource_v1alpha1_push_proto_init() }
@@ -897,7 +971,7 @@ func file_resource_v1alpha1_push_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_resource_v1alpha1_push_proto_rawDesc), len(file_resource_v1alpha1_push_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
