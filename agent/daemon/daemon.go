@@ -90,7 +90,7 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("creating state directory (stateDir): %w", err)
 	}
 
-	serviceL2 := newL2Service(st, cfg.Node.Name, logger.Named("l2svc"))
+	serviceL2 := newL2Service(st, cfg.Node.Name, reg, logger.Named("l2svc"))
 	defer serviceL2.close()
 
 	serviceBGP := newBGPService(st, cfg.Node.Name)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/cosi-project/runtime/pkg/controller"
 	"github.com/cosi-project/runtime/pkg/state"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/talos-lb/talos-lb/agent/l2svc"
@@ -23,8 +24,35 @@ type l2Service struct {
 	announcer push.Announcer
 }
 
-func newL2Service(st state.State, nodeName string, logger *zap.Logger) *l2Service {
+func newL2Service(st state.State, nodeName string, reg prometheus.Registerer, logger *zap.Logger) *l2Service {
 	r := responder.New(responder.Options{Logger: logger})
+	an := l2svc.Announcer{State: st}
+
+	// What an operator graphs next to a failover: frames sent per kind, and
+	// how many service IPs this node answers for.
+	frames := func(kind string, get func(responder.Stats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "talos_lb", Subsystem: "l2", Name: "frames_total",
+			Help:        "ARP/NDP frames the service IP responder sent or dropped, by kind.",
+			ConstLabels: prometheus.Labels{"kind": kind},
+		}, func() float64 { return float64(get(r.Stats())) })
+	}
+
+	reg.MustRegister(
+		frames("arp_reply", func(s responder.Stats) uint64 { return s.ARPReplies }),
+		frames("na_reply", func(s responder.Stats) uint64 { return s.NAReplies }),
+		frames("gratuitous_arp", func(s responder.Stats) uint64 { return s.GratuitousARPs }),
+		frames("unsolicited_na", func(s responder.Stats) uint64 { return s.UnsolicitedNAs }),
+		frames("stale_request_dropped", func(s responder.Stats) uint64 { return s.Stale }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "talos_lb", Subsystem: "l2", Name: "pauses_total",
+			Help: "Times the agent found it had not run for a while and held its answers.",
+		}, func() float64 { return float64(r.Stats().Pauses) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "talos_lb", Subsystem: "l2", Name: "owned_service_ips",
+			Help: "Service IPs this node owns and answers ARP/NDP for.",
+		}, func() float64 { return float64(len(an.Announcing())) }),
+	)
 
 	return &l2Service{
 		responder: r,
@@ -34,7 +62,7 @@ func newL2Service(st state.State, nodeName string, logger *zap.Logger) *l2Servic
 			Interfaces: l2svc.NetInterfaces{},
 			Changes:    netutil.NetlinkAddresses{},
 		},
-		announcer: l2svc.Announcer{State: st},
+		announcer: an,
 	}
 }
 
