@@ -30,10 +30,13 @@ import (
 
 // Options tune announcements; zero values take the defaults.
 type Options struct {
-	// Burst is how many gratuitous ARPs / unsolicited NAs announce a takeover (3).
+	// Burst is how many gratuitous ARPs / unsolicited NAs announce a takeover (6).
 	Burst int
 	// BurstInterval separates them (250 ms): the first one moves the clients at
-	// once, the others cover a lost frame.
+	// once, the others cover a lost frame — and Linux clients, which ignore an
+	// ARP update within neigh locktime (1 s) of the last one: a burst shorter
+	// than that leaves a client that just heard the old owner on the old MAC
+	// until its entry goes stale (seconds).
 	BurstInterval time.Duration
 	// Refresh repeats the announcement of every address answered for (10 s),
 	// for switches' MAC tables and clients that missed the burst.
@@ -48,7 +51,7 @@ type Options struct {
 
 func (o *Options) defaults() {
 	if o.Burst <= 0 {
-		o.Burst = 3
+		o.Burst = 6
 	}
 
 	if o.BurstInterval <= 0 {
