@@ -18,6 +18,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -34,6 +35,33 @@ type options struct {
 	bulkSize int64
 	samples  int
 	only     string
+	profile  string
+	agents   agentFlag
+}
+
+// agentFlag is -agent 'name=[ENV=value ...] path', repeatable: more lb-agent
+// binaries (an older build, other runtime settings) measured as further
+// targets in the same rounds.
+type agentFlag []agentTarget
+
+type agentTarget struct {
+	name, path string
+	env        []string
+}
+
+func (a *agentFlag) String() string { return fmt.Sprint(*a) }
+
+func (a *agentFlag) Set(v string) error {
+	name, rest, _ := strings.Cut(v, "=")
+	words := strings.Fields(rest)
+
+	if name == "" || name == "talos-lb" || len(words) == 0 || strings.Contains(words[len(words)-1], "=") {
+		return fmt.Errorf("want 'name=[ENV=value ...] path' to an lb-agent, name not talos-lb, got %q", v)
+	}
+
+	*a = append(*a, agentTarget{name: name, path: words[len(words)-1], env: words[:len(words)-1]})
+
+	return nil
 }
 
 // sample is one target's figures in one round.
@@ -43,10 +71,20 @@ type sample struct {
 	p50, p99            time.Duration
 	cpuKA, cpuNewconn   float64 // proxy CPU µs per request
 	cpuBulk             float64 // proxy CPU s per GB moved
+	ownBulk             float64 // this program's CPU (client and upstreams) s per GB moved
 	kaErrs, newconnErrs string
 }
 
 func main() {
+	if arg := os.Getenv(serveEnv); arg != "" {
+		if err := serveLB(arg); err != nil {
+			fmt.Fprintln(os.Stderr, "bench-proxy serve:", err)
+			os.Exit(1)
+		}
+
+		return
+	}
+
 	var o options
 
 	flag.StringVar(&o.bin, "bin", "_out", "directory holding lb-agent, lbctl and golb")
@@ -62,6 +100,8 @@ func main() {
 	flag.Int64Var(&o.bulkSize, "bulk", 2<<30, "bytes per bulk transfer")
 	flag.IntVar(&o.samples, "latency-samples", 1000, "connections for the first-byte latency")
 	flag.StringVar(&o.only, "only", "", "comma-separated proxies to run (talos-lb, haproxy, go-loadbalancer) when profiling one; default all")
+	flag.StringVar(&o.profile, "profile", "", "run talos-lb as package lb inside this program (not lb-agent) and write a CPU profile per load and round into this directory")
+	flag.Var(&o.agents, "agent", "'name=[ENV=value ...] path': measure another lb-agent binary as a further target (repeatable)")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -101,7 +141,9 @@ func run(ctx context.Context, o options) error {
 		name  string
 		start func() (*target, error)
 	}{
-		{"talos-lb", func() (*target, error) { return startOurs(ctx, dir, o.bin, upstreams) }},
+		{"talos-lb", func() (*target, error) {
+			return startOurs(ctx, dir, "talos-lb", o.bin, filepath.Join(o.bin, "lb-agent"), o.profile, nil, upstreams)
+		}},
 		{"haproxy", func() (*target, error) { return startHAProxy(ctx, dir, upstreams) }},
 		{"go-loadbalancer", func() (*target, error) { return startGoLB(ctx, dir, o.bin, upstreams) }},
 	} {
@@ -119,6 +161,23 @@ func run(ctx context.Context, o options) error {
 		targets = append(targets, t)
 	}
 
+	for _, a := range o.agents {
+		t, err := startOurs(ctx, dir, a.name, o.bin, a.path, "", a.env, upstreams)
+		if err != nil {
+			return err
+		}
+
+		defer t.stop()
+
+		targets = append(targets, t)
+	}
+
+	if o.profile != "" {
+		if err := os.MkdirAll(o.profile, 0o755); err != nil {
+			return err
+		}
+	}
+
 	results := map[string][]sample{}
 
 	for round := range o.rounds {
@@ -126,15 +185,15 @@ func run(ctx context.Context, o options) error {
 		order := slices.Concat(targets[round%len(targets):], targets[:round%len(targets)])
 
 		for _, t := range order {
-			s, err := measure(ctx, t, o)
+			s, err := measure(ctx, t, o, round+1)
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", round+1, t.name, err)
 			}
 
 			results[t.name] = append(results[t.name], s)
 
-			fmt.Printf("# round %d %-16s ka=%.0f newconn=%.0f down=%.2fGB/s up=%.2fGB/s p50=%s p99=%s cpu_ka=%.1fus cpu_newconn=%.1fus cpu_bulk=%.2fs/GB %s%s\n",
-				round+1, t.name, s.ka, s.newconn, s.down, s.up, s.p50, s.p99, s.cpuKA, s.cpuNewconn, s.cpuBulk, s.kaErrs, s.newconnErrs)
+			fmt.Printf("# round %d %-16s ka=%.0f newconn=%.0f down=%.2fGB/s up=%.2fGB/s p50=%s p99=%s cpu_ka=%.1fus cpu_newconn=%.1fus cpu_bulk=%.2fs/GB own_bulk=%.2fs/GB %s%s\n",
+				round+1, t.name, s.ka, s.newconn, s.down, s.up, s.p50, s.p99, s.cpuKA, s.cpuNewconn, s.cpuBulk, s.ownBulk, s.kaErrs, s.newconnErrs)
 		}
 	}
 
@@ -143,7 +202,7 @@ func run(ctx context.Context, o options) error {
 	return nil
 }
 
-func measure(ctx context.Context, t *target, o options) (sample, error) {
+func measure(ctx context.Context, t *target, o options, round int) (sample, error) {
 	var s sample
 
 	for _, closing := range []bool{false, true} {
@@ -152,8 +211,14 @@ func measure(ctx context.Context, t *target, o options) (sample, error) {
 			return s, err
 		}
 
-		r, err := runWrk(ctx, t.addr, o.conns, o.duration, closing)
-		if err != nil {
+		var r wrkResult
+
+		load := map[bool]string{false: "ka", true: "newconn"}[closing]
+		if err := t.prof.around(load, round, func() (err error) {
+			r, err = runWrk(ctx, t.addr, o.conns, o.duration, closing)
+
+			return err
+		}); err != nil {
 			return s, err
 		}
 
@@ -176,11 +241,20 @@ func measure(ctx context.Context, t *target, o options) (sample, error) {
 		return s, err
 	}
 
-	if s.down, err = bulk(t.addr, o.bulkSize, true); err != nil {
+	ownBefore, err := cpuTime(os.Getpid())
+	if err != nil {
 		return s, err
 	}
 
-	if s.up, err = bulk(t.addr, o.bulkSize, false); err != nil {
+	if err := t.prof.around("bulk", round, func() (err error) {
+		if s.down, err = bulk(t.addr, o.bulkSize, true); err != nil {
+			return err
+		}
+
+		s.up, err = bulk(t.addr, o.bulkSize, false)
+
+		return err
+	}); err != nil {
 		return s, err
 	}
 
@@ -189,7 +263,13 @@ func measure(ctx context.Context, t *target, o options) (sample, error) {
 		return s, err
 	}
 
+	ownAfter, err := cpuTime(os.Getpid())
+	if err != nil {
+		return s, err
+	}
+
 	s.cpuBulk = (after - before).Seconds() / (2 * float64(o.bulkSize) / 1e9)
+	s.ownBulk = (ownAfter - ownBefore).Seconds() / (2 * float64(o.bulkSize) / 1e9)
 
 	s.p50, s.p99, err = firstByte(t.addr, o.samples)
 

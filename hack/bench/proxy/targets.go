@@ -16,6 +16,7 @@ type target struct {
 	name string
 	addr string
 	cmd  *exec.Cmd // nil for direct
+	prof *profiler // set when -profile runs talos-lb in this program
 }
 
 func freeAddr() (string, error) {
@@ -30,7 +31,7 @@ func freeAddr() (string, error) {
 }
 
 // start runs argv with its output in dir/<name>.log and waits until addr accepts.
-func start(ctx context.Context, dir, name, addr string, argv ...string) (*target, error) {
+func start(ctx context.Context, dir, name, addr string, env []string, argv ...string) (*target, error) {
 	logFile, err := os.Create(filepath.Join(dir, name+".log"))
 	if err != nil {
 		return nil, err
@@ -38,6 +39,7 @@ func start(ctx context.Context, dir, name, addr string, argv ...string) (*target
 
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = append(os.Environ(), env...)
 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -85,12 +87,17 @@ func (t *target) stop() {
 	}
 }
 
-func startOurs(ctx context.Context, dir, bin string, upstreams []string) (*target, error) {
+// startOurs runs talos-lb: the lb-agent binary agent with one proxy, or, with
+// profileDir set, this program serving the same config through package lb
+// with a CPU profile per load.
+func startOurs(ctx context.Context, dir, name, bin, agent, profileDir string, env, upstreams []string) (*target, error) {
 	secrets := filepath.Join(dir, "secrets")
 
-	out, err := exec.CommandContext(ctx, filepath.Join(bin, "lbctl"), "gen", "secrets", "-o", secrets).CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("lbctl gen secrets: %w\n%s", err, out)
+	if _, err := os.Stat(secrets); err != nil {
+		out, err := exec.CommandContext(ctx, filepath.Join(bin, "lbctl"), "gen", "secrets", "-o", secrets).CombinedOutput()
+		if err != nil {
+			return nil, fmt.Errorf("lbctl gen secrets: %w\n%s", err, out)
+		}
 	}
 
 	api, err := freeAddr()
@@ -110,20 +117,41 @@ api:
   listen: %s
   tls: {ca: %[2]s/ca.crt, cert: %[2]s/agent.crt, key: %[2]s/agent.key}
 metrics: {enabled: false}
-stateDir: %s/state
+stateDir: %s/state-%s
 proxies:
   - name: bench
     listen: [%s]
     upstreams: [%s]
     healthCheck: {kind: tcp}
-`, api, secrets, dir, addr, strings.Join(upstreams, ", "))
+`, api, secrets, dir, name, addr, strings.Join(upstreams, ", "))
 
-	path := filepath.Join(dir, "agent.yaml")
+	path := filepath.Join(dir, name+".yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
 
-	return start(ctx, dir, "talos-lb", addr, filepath.Join(bin, "lb-agent"), "--config", path)
+	if profileDir == "" {
+		return start(ctx, dir, name, addr, env, agent, "--config", path)
+	}
+
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+
+	control, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+
+	t, err := start(ctx, dir, name, addr, append(env, serveEnv+"="+path+","+control), self)
+	if err != nil {
+		return nil, err
+	}
+
+	t.prof = &profiler{dir: profileDir, control: control}
+
+	return t, nil
 }
 
 func startHAProxy(ctx context.Context, dir string, upstreams []string) (*target, error) {
@@ -156,7 +184,7 @@ backend upstreams
 		return nil, err
 	}
 
-	return start(ctx, dir, "haproxy", addr, "haproxy", "-db", "-f", path)
+	return start(ctx, dir, "haproxy", addr, nil, "haproxy", "-db", "-f", path)
 }
 
 func startGoLB(ctx context.Context, dir, bin string, upstreams []string) (*target, error) {
@@ -165,16 +193,21 @@ func startGoLB(ctx context.Context, dir, bin string, upstreams []string) (*targe
 		return nil, err
 	}
 
-	return start(ctx, dir, "go-loadbalancer", addr, filepath.Join(bin, "golb"), "-listen", addr, "-upstreams", strings.Join(upstreams, ","))
+	return start(ctx, dir, "go-loadbalancer", addr, nil, filepath.Join(bin, "golb"), "-listen", addr, "-upstreams", strings.Join(upstreams, ","))
 }
 
-// cpuTime is the process's user+system time so far, from /proc/PID/stat.
+// cpuTime is the proxy process's user+system time so far; zero for direct.
 func (t *target) cpuTime() (time.Duration, error) {
 	if t.cmd == nil {
 		return 0, nil
 	}
 
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", t.cmd.Process.Pid))
+	return cpuTime(t.cmd.Process.Pid)
+}
+
+// cpuTime is a process's user+system time so far, from /proc/PID/stat.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, err
 	}
