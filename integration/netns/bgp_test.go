@@ -159,8 +159,14 @@ func TestBGPWithdrawOnSIGTERM(t *testing.T) {
 
 	t.Logf("withdrawn %v after SIGTERM", at.Sub(start))
 
-	if !strings.Contains(b.agent("node-2").Proc.Log(), "Cease") {
-		t.Errorf("no Cease in the agent's log:\n%s", b.agent("node-2").Proc.Log())
+	// The router may drop the node before the agent logs that StopBgp returned.
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(b.agent("node-2").Proc.Log(), "Cease") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no Cease in the agent's log:\n%s", b.agent("node-2").Proc.Log())
+		}
+
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
