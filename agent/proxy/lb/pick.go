@@ -12,6 +12,7 @@ import (
 // by the proxy's mutex; the counters are atomic because the data path bumps them.
 type upstream struct {
 	addr string
+	sa   *sockaddr // nil for a host name, resolved at each dial
 
 	verdict   health.Verdict
 	since     time.Time
@@ -24,8 +25,6 @@ type upstream struct {
 	active      atomic.Int64
 	total       atomic.Uint64
 	failedDials atomic.Uint64
-
-	conns connSet
 }
 
 // usable says whether a client may be sent here at all. An upstream that was

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -32,9 +33,11 @@ type Proxy struct {
 	logger *zap.Logger
 
 	// The data path reads these without the mutex.
-	spec  atomic.Pointer[resourcepb.ProxyConfigSpec]
-	table atomic.Pointer[table]
-	rr    atomic.Uint64
+	spec     atomic.Pointer[resourcepb.ProxyConfigSpec]
+	params   atomic.Pointer[params]
+	table    atomic.Pointer[table]
+	rr       atomic.Uint64
+	nextLoop atomic.Uint64
 
 	active      atomic.Int64
 	total       atomic.Uint64
@@ -48,7 +51,8 @@ type Proxy struct {
 	ups       []*upstream // configured order
 	draining  []*upstream // removed, with connections left
 	probes    map[*upstream]context.CancelFunc
-	listeners map[string]*net.TCPListener
+	listeners map[string]*listener
+	loops     []*loop // set by the first Update, for good
 	bindErr   error
 	closed    bool
 	wg        sync.WaitGroup // probers and accept loops
@@ -64,7 +68,7 @@ func New(prober health.Prober, onChange func(), logger *zap.Logger) *Proxy {
 		logger:    logger,
 		onChange:  onChange,
 		probes:    map[*upstream]context.CancelFunc{},
-		listeners: map[string]*net.TCPListener{},
+		listeners: map[string]*listener{},
 	}
 	p.table.Store(&table{})
 
@@ -84,6 +88,13 @@ func (p *Proxy) Update(spec *resourcepb.ProxyConfigSpec) error {
 	}
 
 	old := p.spec.Swap(spec)
+	p.params.Store(&params{
+		connectTimeout: spec.GetConnectTimeout().AsDuration(),
+		dialTimeout:    spec.GetDialTimeout().AsDuration(),
+		leastConn:      spec.GetBalance() == "least-connections",
+		opts:           sockOpts(spec),
+	})
+
 	checkChanged := old == nil || !proto.Equal(old.GetHealthCheck(), spec.GetHealthCheck())
 
 	next := make([]*upstream, 0, len(spec.GetUpstreams()))
@@ -93,6 +104,10 @@ func (p *Proxy) Update(spec *resourcepb.ProxyConfigSpec) error {
 		i := slices.IndexFunc(p.ups, func(u *upstream) bool { return u.addr == addr })
 		if i < 0 {
 			u := &upstream{addr: addr, verdict: health.NewVerdict(), since: time.Now(), local: local(addr)}
+			if ap, err := netip.ParseAddrPort(addr); err == nil {
+				u.sa = newSockaddr(ap)
+			}
+
 			next = append(next, u)
 			p.startProbe(u, spec.GetHealthCheck())
 
@@ -117,7 +132,11 @@ func (p *Proxy) Update(spec *resourcepb.ProxyConfigSpec) error {
 	p.ups = next
 	p.rebuild()
 
-	p.bindErr = p.listen(spec)
+	p.bindErr = p.startLoops()
+	if p.bindErr == nil {
+		p.bindErr = p.listen(spec)
+	}
+
 	p.onChange()
 
 	return p.bindErr
@@ -131,7 +150,7 @@ func (p *Proxy) Close() {
 	p.closed = true
 
 	for addr, ln := range p.listeners {
-		ln.Close() //nolint:errcheck // the accept loop's error is expected
+		ln.close()
 		delete(p.listeners, addr)
 	}
 
@@ -144,6 +163,59 @@ func (p *Proxy) Close() {
 	p.mu.Unlock()
 
 	p.wg.Wait()
+
+	// No client comes any more; each loop ends with its last connection.
+	for _, l := range p.loops {
+		l.mu.Lock()
+		l.closing = true
+		l.wake()
+		l.mu.Unlock()
+	}
+}
+
+// startLoops starts the relay loops, one per CPU Go may use.
+func (p *Proxy) startLoops() error {
+	if p.loops != nil {
+		return nil
+	}
+
+	loops := make([]*loop, 0, runtime.GOMAXPROCS(0))
+
+	for range cap(loops) {
+		l, err := newLoop(p)
+		if err != nil {
+			for _, l := range loops {
+				l.file.Close() //nolint:errcheck
+			}
+
+			return fmt.Errorf("relay loop: %w", err)
+		}
+
+		loops = append(loops, l)
+	}
+
+	p.loops = loops
+
+	for _, l := range loops {
+		go l.run()
+	}
+
+	return nil
+}
+
+// closeConns ends the connections relayed to u (a drain that ran out).
+func (p *Proxy) closeConns(u *upstream) {
+	for _, l := range p.loops {
+		l.mu.Lock()
+
+		for _, s := range l.slots {
+			if s.c != nil && s.c.relaying && s.c.u == u {
+				s.c.close()
+			}
+		}
+
+		l.mu.Unlock()
+	}
 }
 
 // remove takes u out of the picks for good; its connections go on for the
@@ -160,7 +232,7 @@ func (p *Proxy) remove(u *upstream, drain time.Duration) {
 	p.draining = append(p.draining, u)
 
 	if drain > 0 {
-		time.AfterFunc(drain, u.conns.closeAll)
+		time.AfterFunc(drain, func() { p.closeConns(u) })
 	}
 }
 
@@ -229,7 +301,7 @@ func (p *Proxy) listen(spec *resourcepb.ProxyConfigSpec) error {
 
 	for addr, ln := range p.listeners {
 		if !slices.Contains(spec.GetListen(), addr) {
-			ln.Close() //nolint:errcheck // the accept loop's error is expected
+			ln.close()
 			delete(p.listeners, addr)
 		}
 	}
@@ -238,7 +310,7 @@ func (p *Proxy) listen(spec *resourcepb.ProxyConfigSpec) error {
 
 	for _, addr := range spec.GetListen() {
 		if ln, ok := p.listeners[addr]; ok {
-			if err := opts.applyListener(ln); err != nil {
+			if err := ln.setOptions(opts); err != nil {
 				errs = append(errs, fmt.Errorf("listener %s: %w", addr, err))
 			}
 
@@ -254,30 +326,11 @@ func (p *Proxy) listen(spec *resourcepb.ProxyConfigSpec) error {
 
 		p.listeners[addr] = tl
 
-		p.logger.Info("proxy listening", zap.Stringer("address", tl.Addr()))
+		p.logger.Info("proxy listening", zap.String("address", tl.addr))
 		p.wg.Go(func() { p.serve(tl) })
 	}
 
 	return errors.Join(errs...)
-}
-
-func (p *Proxy) serve(ln *net.TCPListener) {
-	for {
-		c, err := ln.AcceptTCP()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-
-			// Out of file descriptors and the like: wait a little rather than spin.
-			p.logger.Warn("accept failed", zap.Error(err))
-			time.Sleep(50 * time.Millisecond)
-
-			continue
-		}
-
-		go p.handle(c)
-	}
 }
 
 // localAddrs returns a test for "this host:port is on this node". Host names

@@ -16,21 +16,30 @@ import (
 	"github.com/talos-lb/talos-lb/pkg/nettest"
 )
 
-func sockopt(t *testing.T, c *net.TCPConn, level, name int) int {
+// sockopt reads an option of one leg of the proxy's only connection, or
+// returns -1 while there is none.
+func sockopt(t *testing.T, p *Proxy, side, level, name int) int {
 	t.Helper()
 
-	rc, err := c.SyscallConn()
-	require.NoError(t, err)
+	for _, l := range p.loops {
+		l.mu.Lock()
 
-	var (
-		v    int
-		oerr error
-	)
+		for _, s := range l.slots {
+			if s.c == nil || s.c.fd[side] < 0 || !s.c.relaying {
+				continue
+			}
 
-	require.NoError(t, rc.Control(func(fd uintptr) { v, oerr = unix.GetsockoptInt(int(fd), level, name) })) //nolint:gosec
-	require.NoError(t, oerr)
+			v, err := unix.GetsockoptInt(s.c.fd[side], level, name)
+			l.mu.Unlock()
+			require.NoError(t, err)
 
-	return v
+			return v
+		}
+
+		l.mu.Unlock()
+	}
+
+	return -1
 }
 
 // Both legs must carry keepalive and TCP_USER_TIMEOUT. The client leg gets
@@ -56,28 +65,16 @@ func TestBothLegsCarryKeepaliveAndUserTimeout(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { client.Close() }) //nolint:errcheck
 
-	var c *conn
-
 	require.Eventually(t, func() bool {
-		u := p.ups[0]
-		u.conns.mu.Lock()
-		defer u.conns.mu.Unlock()
-
-		for k := range u.conns.m {
-			c = k
-		}
-
-		return c != nil
-	}, 30*time.Second, time.Millisecond)
-
-	require.Eventually(t, func() bool {
-		return sockopt(t, c.server, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT) == 12000
+		return sockopt(t, p, sideUpstream, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT) == 12000
 	}, 30*time.Second, time.Millisecond, "the upstream leg never got its options")
 
-	for leg, s := range map[string]*net.TCPConn{"client": c.client, "upstream": c.server} {
-		assert.Equal(t, 1, sockopt(t, s, unix.SOL_SOCKET, unix.SO_KEEPALIVE), leg)
-		assert.Equal(t, 7, sockopt(t, s, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE), leg)
-		assert.Equal(t, 7, sockopt(t, s, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL), leg)
-		assert.Equal(t, 12000, sockopt(t, s, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT), leg)
+	for leg, side := range map[string]int{"client": sideClient, "upstream": sideUpstream} {
+		assert.Equal(t, 1, sockopt(t, p, side, unix.SOL_SOCKET, unix.SO_KEEPALIVE), leg)
+		assert.Equal(t, 7, sockopt(t, p, side, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE), leg)
+		assert.Equal(t, 7, sockopt(t, p, side, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL), leg)
+		assert.Equal(t, 12000, sockopt(t, p, side, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT), leg)
+		// Relayed messages must not wait for Nagle on either leg.
+		assert.Equal(t, 1, sockopt(t, p, side, unix.IPPROTO_TCP, unix.TCP_NODELAY), leg)
 	}
 }

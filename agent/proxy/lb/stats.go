@@ -60,7 +60,7 @@ func (p *Proxy) Stats() Stats {
 	}
 
 	for _, ln := range p.listeners {
-		s.Listen = append(s.Listen, ln.Addr().String())
+		s.Listen = append(s.Listen, ln.addr)
 	}
 
 	slices.Sort(s.Listen)
