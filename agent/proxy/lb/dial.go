@@ -20,13 +20,12 @@ type params struct {
 	opts           socketOptions
 }
 
-// handle takes an accepted client: it picks an upstream, starts the dial
-// and hands both to a loop. A client with nowhere to go is reset at once.
-func (p *Proxy) handle(cfd int) {
+// handle takes a client accepted for l: it picks an upstream, starts the
+// dial and hands both to l. A client with nowhere to go is reset at once.
+func (p *Proxy) handle(l *loop, cfd int) {
 	p.active.Add(1)
 	p.total.Add(1)
 
-	l := p.loops[p.nextLoop.Add(1)%uint64(len(p.loops))]
 	pr := p.params.Load()
 	c := &conn{params: pr, fd: [2]int{cfd, -1}, rr: p.rr.Add(1), budget: now() + int64(pr.connectTimeout)}
 

@@ -12,22 +12,50 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// listener is a plain TCP listening socket of our own: package net would
-// listen with MPTCP and wrap every accepted socket in a netFD, which costs
-// four system calls per client that the relay does not need.
+// listener is one listen address: a plain TCP listening socket of our own
+// per relay loop, in one SO_REUSEPORT group. Package net would listen with
+// MPTCP and wrap every accepted socket in a netFD, which costs four system
+// calls per client that the relay does not need. With a socket per loop the
+// kernel spreads clients over the loops, and each loop's accept loop hands
+// its clients to its own loop.
+//
+// The group is open to sockets of the same user that ask for SO_REUSEPORT
+// too; KubePrism's listener and package net's do not, so a port still held
+// by KubePrism is reported as taken, as before.
 type listener struct {
-	file *os.File // in Go's poller, so the accept loop waits without a thread
-	addr string   // as bound, e.g. with the port the kernel chose
+	files []*os.File // in Go's poller, so the accept loops wait without a thread
+	addr  string     // as bound, e.g. with the port the kernel chose
 }
 
-func listenTCP(addr string, opts socketOptions) (*listener, error) {
+func listenTCP(addr string, opts socketOptions, n int) (*listener, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: want ip:port: %w", addr, err)
 	}
 
-	fail := func(call string, err error) (*listener, error) {
-		return nil, &net.OpError{Op: "listen", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError(call, err)}
+	ln := &listener{}
+
+	for range n {
+		f, bound, err := listenSocket(ap, opts, n > 1)
+		if err != nil {
+			ln.close()
+
+			return nil, err
+		}
+
+		// The others join the port the first one got.
+		ap = bound
+		ln.files = append(ln.files, f)
+	}
+
+	ln.addr = ap.String()
+
+	return ln, nil
+}
+
+func listenSocket(ap netip.AddrPort, opts socketOptions, reusePort bool) (*os.File, netip.AddrPort, error) {
+	fail := func(call string, err error) (*os.File, netip.AddrPort, error) {
+		return nil, ap, &net.OpError{Op: "listen", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError(call, err)}
 	}
 
 	family := unix.AF_INET
@@ -40,14 +68,20 @@ func listenTCP(addr string, opts socketOptions) (*listener, error) {
 		return fail("socket", err)
 	}
 
+	type option struct{ level, name, value int }
+
 	// Accepted sockets inherit TCP_NODELAY, keepalive and the user timeout
 	// from the listener, which saves the data path their system calls.
-	setup := []struct{ level, name, value int }{
+	setup := []option{
 		{unix.SOL_SOCKET, unix.SO_REUSEADDR, 1},
 		{unix.IPPROTO_TCP, unix.TCP_NODELAY, 1},
 	}
+	if reusePort {
+		setup = append(setup, option{unix.SOL_SOCKET, unix.SO_REUSEPORT, 1})
+	}
+
 	if family == unix.AF_INET6 {
-		setup = append(setup, struct{ level, name, value int }{unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1})
+		setup = append(setup, option{unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1})
 	}
 
 	for _, o := range setup {
@@ -90,31 +124,39 @@ func listenTCP(addr string, opts socketOptions) (*listener, error) {
 
 	switch b := bound.(type) {
 	case *unix.SockaddrInet4:
-		addr = netip.AddrPortFrom(netip.AddrFrom4(b.Addr), uint16(b.Port)).String() //nolint:gosec // ports fit
+		ap = netip.AddrPortFrom(netip.AddrFrom4(b.Addr), uint16(b.Port)) //nolint:gosec // ports fit
 	case *unix.SockaddrInet6:
-		addr = netip.AddrPortFrom(netip.AddrFrom16(b.Addr), uint16(b.Port)).String() //nolint:gosec
+		ap = netip.AddrPortFrom(netip.AddrFrom16(b.Addr), uint16(b.Port)) //nolint:gosec
 	}
 
-	return &listener{file: os.NewFile(uintptr(fd), addr), addr: addr}, nil //nolint:gosec // fds fit
+	return os.NewFile(uintptr(fd), ap.String()), ap, nil //nolint:gosec // fds fit
 }
 
 func (ln *listener) setOptions(opts socketOptions) error {
-	rc, err := ln.file.SyscallConn()
-	if err != nil {
-		return err
+	for _, f := range ln.files {
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return err
+		}
+
+		if err := opts.control("", "", rc); err != nil {
+			return err
+		}
 	}
 
-	return opts.control("", "", rc)
+	return nil
 }
 
 func (ln *listener) close() {
-	ln.file.Close() //nolint:errcheck // the accept loop's error is expected
+	for _, f := range ln.files {
+		f.Close() //nolint:errcheck // the accept loop's error is expected
+	}
 }
 
-// serve accepts clients until the listener is closed, every waiting client
-// at each wake-up.
-func (p *Proxy) serve(ln *listener) {
-	rc, err := ln.file.SyscallConn()
+// serve accepts clients on the listener's i-th socket, for the i-th loop,
+// until the listener is closed, every waiting client at each wake-up.
+func (p *Proxy) serve(ln *listener, i int) {
+	rc, err := ln.files[i].SyscallConn()
 	if err != nil {
 		return
 	}
@@ -128,7 +170,7 @@ func (p *Proxy) serve(ln *listener) {
 
 				switch errno {
 				case 0:
-					p.handle(int(cfd)) //nolint:gosec // fds fit
+					p.handle(p.loops[i], int(cfd)) //nolint:gosec // fds fit
 				case unix.EINTR, unix.ECONNABORTED:
 				case unix.EAGAIN:
 					return false

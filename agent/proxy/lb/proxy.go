@@ -33,11 +33,10 @@ type Proxy struct {
 	logger *zap.Logger
 
 	// The data path reads these without the mutex.
-	spec     atomic.Pointer[resourcepb.ProxyConfigSpec]
-	params   atomic.Pointer[params]
-	table    atomic.Pointer[table]
-	rr       atomic.Uint64
-	nextLoop atomic.Uint64
+	spec   atomic.Pointer[resourcepb.ProxyConfigSpec]
+	params atomic.Pointer[params]
+	table  atomic.Pointer[table]
+	rr     atomic.Uint64
 
 	active      atomic.Int64
 	total       atomic.Uint64
@@ -317,7 +316,7 @@ func (p *Proxy) listen(spec *resourcepb.ProxyConfigSpec) error {
 			continue
 		}
 
-		tl, err := listenTCP(addr, opts)
+		tl, err := listenTCP(addr, opts, len(p.loops))
 		if err != nil {
 			errs = append(errs, err)
 
@@ -327,7 +326,9 @@ func (p *Proxy) listen(spec *resourcepb.ProxyConfigSpec) error {
 		p.listeners[addr] = tl
 
 		p.logger.Info("proxy listening", zap.String("address", tl.addr))
-		p.wg.Go(func() { p.serve(tl) })
+		for i := range tl.files {
+			p.wg.Go(func() { p.serve(tl, i) })
+		}
 	}
 
 	return errors.Join(errs...)
