@@ -2,6 +2,9 @@ package lb
 
 import (
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,5 +79,17 @@ func TestBothLegsCarryKeepaliveAndUserTimeout(t *testing.T) {
 		assert.Equal(t, 12000, sockopt(t, p, side, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT), leg)
 		// Relayed messages must not wait for Nagle on either leg.
 		assert.Equal(t, 1, sockopt(t, p, side, unix.IPPROTO_TCP, unix.TCP_NODELAY), leg)
+	}
+
+	// The loopback leg has fixed buffers (doubled by the kernel, capped by
+	// net.core.[rw]mem_max); the upstream leg's grow as it needs.
+	for opt, limit := range map[int]string{unix.SO_SNDBUF: "wmem_max", unix.SO_RCVBUF: "rmem_max"} {
+		b, err := os.ReadFile("/proc/sys/net/core/" + limit)
+		require.NoError(t, err)
+
+		capped, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		require.NoError(t, err)
+
+		assert.Equal(t, 2*min(clientLegBuffer, capped), sockopt(t, p, sideClient, unix.SOL_SOCKET, opt), limit)
 	}
 }
