@@ -1,6 +1,7 @@
 package lb
 
 import (
+	"net/netip"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +29,10 @@ type conn struct {
 	rr       uint64
 	budget   int64 // monotonic ns by which a dial must have succeeded
 	full     bool  // the current attempt has its whole dial timeout
+	serial   uint8 // of the upstream socket, which each dial replaces
+	// The host name's other addresses, for the current attempt: like
+	// package net's dialer, it fails only once every address did.
+	addrs []netip.AddrPort
 
 	// Edge-triggered readiness of each socket, as the last events left it.
 	readable, writable, hup [2]bool
@@ -62,9 +67,9 @@ const bufSize = 16 << 10
 var bufPool = sync.Pool{New: func() any { return new([bufSize]byte) }}
 
 // event takes one epoll event for side's socket.
-func (c *conn) event(side, attempt int, events uint32) {
-	if side == sideUpstream && attempt != c.attempts-1 {
-		return // the socket of an earlier attempt, already closed
+func (c *conn) event(side int, serial uint8, events uint32) {
+	if side == sideUpstream && serial != c.serial&7 {
+		return // an earlier upstream socket, closed earlier in the batch
 	}
 
 	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {

@@ -88,7 +88,7 @@ func (c *conn) dialNext() {
 
 		c.tried[c.attempts] = u
 		c.attempts++
-		c.u, c.full, c.connecting = u, timeout == c.params.dialTimeout, true
+		c.u, c.full, c.connecting, c.addrs = u, timeout == c.params.dialTimeout, true, nil
 
 		c.l.addTimer(timer{at: now() + int64(timeout), c: c, gen: c.gen, attempt: uint8(c.attempts - 1), kind: timerDial}) //nolint:gosec // < maxAttempts
 
@@ -124,8 +124,9 @@ func (c *conn) start(sa *sockaddr) error {
 
 	c.fd[sideUpstream] = fd
 	c.readable[sideUpstream], c.writable[sideUpstream], c.hup[sideUpstream] = false, false, false
+	c.serial++
 
-	if err := c.l.watch(fd, makeKey(c.slot, c.gen, c.attempts-1, sideUpstream)); err != nil {
+	if err := c.l.watch(fd, makeKey(c.slot, c.gen, c.serial, sideUpstream)); err != nil {
 		rawClose(fd)
 		c.fd[sideUpstream] = -1
 
@@ -142,11 +143,21 @@ func (c *conn) connected() {
 	c.u.total.Add(1)
 }
 
-// dialFailed ends the current attempt with err and tries the next upstream.
+// dialFailed ends the current dial with err and goes on with the host
+// name's next address, or else the next upstream.
 func (c *conn) dialFailed(err error) {
 	if c.fd[sideUpstream] >= 0 {
 		rawClose(c.fd[sideUpstream])
 		c.fd[sideUpstream] = -1
+	}
+
+	for len(c.addrs) > 0 {
+		next := c.addrs[0]
+		c.addrs = c.addrs[1:]
+
+		if c.start(newSockaddr(next)) == nil {
+			return
+		}
 	}
 
 	c.failed(err)
@@ -158,6 +169,7 @@ func (c *conn) dialTimedOut(attempt int) {
 		return // that attempt is over
 	}
 
+	c.addrs = nil // the attempt's time is up for all of them
 	c.dialFailed(os.ErrDeadlineExceeded)
 }
 
@@ -192,7 +204,7 @@ func (l *loop) resolve(c *conn, gen uint32, attempt int, u *upstream, timeout ti
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 
-	var sa *sockaddr
+	var addrs []netip.AddrPort
 
 	host, port, err := net.SplitHostPort(u.addr)
 	if err == nil {
@@ -201,8 +213,9 @@ func (l *loop) resolve(c *conn, gen uint32, attempt int, u *upstream, timeout ti
 		if n, err = strconv.Atoi(port); err == nil {
 			var ips []netip.Addr
 
-			if ips, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host); err == nil {
-				sa = newSockaddr(netip.AddrPortFrom(ips[0], uint16(n))) //nolint:gosec // a port
+			ips, err = net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+			for _, ip := range ips {
+				addrs = append(addrs, netip.AddrPortFrom(ip, uint16(n))) //nolint:gosec // a port
 			}
 		}
 	}
@@ -214,13 +227,17 @@ func (l *loop) resolve(c *conn, gen uint32, attempt int, u *upstream, timeout ti
 		return // timed out meanwhile, or the client left
 	}
 
-	if err == nil {
-		err = c.start(sa)
-	}
-
 	if err != nil {
 		c.failed(err)
 		c.dialNext()
+
+		return
+	}
+
+	c.addrs = addrs[1:]
+
+	if err := c.start(newSockaddr(addrs[0])); err != nil {
+		c.dialFailed(err)
 	}
 }
 

@@ -141,7 +141,7 @@ func (l *loop) poll(fd uintptr) bool {
 			k := key{slot: ev.Fd, tag: uint32(ev.Pad)} //nolint:gosec // bits
 
 			if c := l.lookup(k); c != nil {
-				c.event(k.side(), k.attempt(), ev.Events)
+				c.event(k.side(), k.serial(), ev.Events)
 			}
 		}
 
@@ -159,20 +159,20 @@ func (l *loop) poll(fd uintptr) bool {
 }
 
 // key is what epoll hands back with an event: the connection's slot, and a
-// tag of its generation (a reused slot is a new connection), the attempt
-// (a retried dial replaces the upstream socket) and the side.
+// tag of its generation (a reused slot is a new connection), the serial of
+// its upstream socket (a retried dial replaces it) and the side.
 type key struct {
 	slot int32
 	tag  uint32
 }
 
-func makeKey(slot int32, gen uint32, attempt, side int) key {
-	return key{slot: slot, tag: gen<<4 | uint32(attempt&7)<<1 | uint32(side&1)} //nolint:gosec // bits
+func makeKey(slot int32, gen uint32, serial uint8, side int) key {
+	return key{slot: slot, tag: gen<<4 | uint32(serial&7)<<1 | uint32(side&1)} //nolint:gosec // bits
 }
 
-func (k key) gen() uint32  { return k.tag >> 4 }
-func (k key) attempt() int { return int(k.tag>>1) & 7 }
-func (k key) side() int    { return int(k.tag & 1) }
+func (k key) gen() uint32   { return k.tag >> 4 }
+func (k key) serial() uint8 { return uint8(k.tag>>1) & 7 } //nolint:gosec // bits
+func (k key) side() int     { return int(k.tag & 1) }
 
 // generations wrap within the 28 bits a key has for them.
 const genMask = 1<<28 - 1

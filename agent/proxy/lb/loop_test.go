@@ -39,9 +39,9 @@ func TestTimerHeapPopsInOrder(t *testing.T) {
 }
 
 func TestKeyRoundTrip(t *testing.T) {
-	k := makeKey(12345, genMask, 5, sideUpstream)
+	k := makeKey(12345, genMask, 13, sideUpstream)
 	assert.Equal(t, uint32(genMask), k.gen())
-	assert.Equal(t, 5, k.attempt())
+	assert.Equal(t, uint8(13&7), k.serial())
 	assert.Equal(t, sideUpstream, k.side())
 }
 

@@ -405,3 +405,17 @@ func TestListensOnIPv4AndIPv6Loopback(t *testing.T) {
 		c.Close()
 	}
 }
+
+// An upstream given by host name is resolved at each dial, off the relay loop.
+func TestHostNameUpstream(t *testing.T) {
+	a := newUpstream(t, "a")
+	_, port, err := net.SplitHostPort(a.addr)
+	require.NoError(t, err)
+
+	named := net.JoinHostPort("localhost", port)
+	p, addr := startProxy(t, health.NetProber{}, testSpec(named))
+	waitState(t, p, named, health.StateHealthy)
+
+	assert.Equal(t, map[string]int{"a": 3}, spread(t, addr, 3))
+	assert.Equal(t, uint64(3), p.Stats().Upstreams[0].Total)
+}
