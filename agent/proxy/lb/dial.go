@@ -20,17 +20,15 @@ type params struct {
 	opts           socketOptions
 }
 
-// handle takes a client accepted for l: it picks an upstream, starts the
+// handle takes a client accepted by l: it picks an upstream, starts the
 // dial and hands both to l. A client with nowhere to go is reset at once.
+// The caller holds l.mu.
 func (p *Proxy) handle(l *loop, cfd int) {
 	p.active.Add(1)
 	p.total.Add(1)
 
 	pr := p.params.Load()
 	c := &conn{params: pr, fd: [2]int{cfd, -1}, rr: p.rr.Add(1), budget: now() + int64(pr.connectTimeout)}
-
-	l.mu.Lock()
-	defer l.mu.Unlock()
 
 	l.add(c)
 

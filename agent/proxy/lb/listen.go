@@ -1,11 +1,11 @@
 package lb
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -13,18 +13,28 @@ import (
 )
 
 // listener is one listen address: a plain TCP listening socket of our own
-// per relay loop, in one SO_REUSEPORT group. Package net would listen with
-// MPTCP and wrap every accepted socket in a netFD, which costs four system
-// calls per client that the relay does not need. With a socket per loop the
-// kernel spreads clients over the loops, and each loop's accept loop hands
-// its clients to its own loop.
+// per relay loop, in one SO_REUSEPORT group, in that loop's epoll set. The
+// kernel spreads clients over the loops, and a loop accepts in the same
+// batch as it relays: no accept goroutine to wake per client, and no lock
+// handed between it and the loop. Package net would also listen with MPTCP
+// and wrap every accepted socket in a netFD, four system calls per client
+// that the relay does not need.
 //
 // The group is open to sockets of the same user that ask for SO_REUSEPORT
 // too; KubePrism's listener and package net's do not, so a port still held
 // by KubePrism is reported as taken, as before.
+//
+// The proxy's lock guards a listener; its sockets stay open while it is held.
 type listener struct {
-	files []*os.File // in Go's poller, so the accept loops wait without a thread
-	addr  string     // as bound, e.g. with the port the kernel chose
+	socks []acceptorRef
+	addr  string // as bound, e.g. with the port the kernel chose
+}
+
+type acceptorRef struct {
+	l   *loop
+	fd  int
+	idx int32
+	gen uint32
 }
 
 // clientLegBuffer fixes the send and receive buffers of the client leg,
@@ -36,7 +46,8 @@ type listener struct {
 // upstream leg, which may cross a network, keeps autotuning.
 const clientLegBuffer = 512 << 10
 
-func listenTCP(addr string, opts socketOptions, n int) (*listener, error) {
+// listenTCP binds addr once per loop and hands each socket to its loop.
+func listenTCP(addr string, opts socketOptions, loops []*loop) (*listener, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: want ip:port: %w", addr, err)
@@ -44,17 +55,25 @@ func listenTCP(addr string, opts socketOptions, n int) (*listener, error) {
 
 	ln := &listener{}
 
-	for range n {
-		f, bound, err := listenSocket(ap, opts, n > 1)
+	for _, l := range loops {
+		fd, bound, err := listenSocket(ap, opts, len(loops) > 1)
 		if err != nil {
 			ln.close()
 
 			return nil, err
 		}
 
+		idx, gen, err := l.addAcceptor(fd, bound.String())
+		if err != nil {
+			rawClose(fd)
+			ln.close()
+
+			return nil, fmt.Errorf("listen %s: %w", bound, err)
+		}
+
 		// The others join the port the first one got.
 		ap = bound
-		ln.files = append(ln.files, f)
+		ln.socks = append(ln.socks, acceptorRef{l: l, fd: fd, idx: idx, gen: gen})
 	}
 
 	ln.addr = ap.String()
@@ -62,9 +81,9 @@ func listenTCP(addr string, opts socketOptions, n int) (*listener, error) {
 	return ln, nil
 }
 
-func listenSocket(ap netip.AddrPort, opts socketOptions, reusePort bool) (*os.File, netip.AddrPort, error) {
-	fail := func(call string, err error) (*os.File, netip.AddrPort, error) {
-		return nil, ap, &net.OpError{Op: "listen", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError(call, err)}
+func listenSocket(ap netip.AddrPort, opts socketOptions, reusePort bool) (int, netip.AddrPort, error) {
+	fail := func(call string, err error) (int, netip.AddrPort, error) {
+		return -1, ap, &net.OpError{Op: "listen", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError(call, err)}
 	}
 
 	family := unix.AF_INET
@@ -141,18 +160,13 @@ func listenSocket(ap netip.AddrPort, opts socketOptions, reusePort bool) (*os.Fi
 		ap = netip.AddrPortFrom(netip.AddrFrom16(b.Addr), uint16(b.Port)) //nolint:gosec
 	}
 
-	return os.NewFile(uintptr(fd), ap.String()), ap, nil //nolint:gosec // fds fit
+	return fd, ap, nil
 }
 
 func (ln *listener) setOptions(opts socketOptions) error {
-	for _, f := range ln.files {
-		rc, err := f.SyscallConn()
-		if err != nil {
-			return err
-		}
-
-		if err := opts.control("", "", rc); err != nil {
-			return err
+	for _, a := range ln.socks {
+		if err := opts.apply(a.fd); err != nil {
+			return os.NewSyscallError("setsockopt", err)
 		}
 	}
 
@@ -160,49 +174,119 @@ func (ln *listener) setOptions(opts socketOptions) error {
 }
 
 func (ln *listener) close() {
-	for _, f := range ln.files {
-		f.Close() //nolint:errcheck // the accept loop's error is expected
+	for _, a := range ln.socks {
+		a.l.removeAcceptor(a.idx, a.gen)
 	}
 }
 
-// serve accepts clients on the listener's i-th socket, for the i-th loop,
-// until the listener is closed, every waiting client at each wake-up.
-func (p *Proxy) serve(ln *listener, i int) {
-	rc, err := ln.files[i].SyscallConn()
-	if err != nil {
-		return
+// A loop's listening sockets have a lock of their own, taken by nothing
+// else while it is held: the proxy adds and closes them under its lock,
+// which the loop takes while it relays (to eject an upstream).
+type acceptor struct {
+	fd   int // -1: a free entry
+	gen  uint32
+	addr string
+}
+
+// acceptBatch is how many clients are accepted before they are handled.
+const acceptBatch = 32
+
+// acceptRetry is how soon a loop tries again after accept failed for want
+// of file descriptors or memory: edge-triggered, nothing would remind it.
+const acceptRetry = 50 * time.Millisecond
+
+func (l *loop) addAcceptor(fd int, addr string) (int32, uint32, error) {
+	l.acceptMu.Lock()
+	defer l.acceptMu.Unlock()
+
+	i := slices.IndexFunc(l.acceptors, func(a acceptor) bool { return a.fd < 0 })
+	if i < 0 {
+		i = len(l.acceptors)
+		l.acceptors = append(l.acceptors, acceptor{})
 	}
 
+	a := &l.acceptors[i]
+	a.fd, a.gen, a.addr = fd, (a.gen+1)&genMask, addr
+
+	idx := int32(i) //nolint:gosec // a few listeners
+	if err := l.ctl(fd, unix.EPOLLIN|unix.EPOLLET, makeKey(acceptorSlot(idx), a.gen, 0, 0)); err != nil {
+		a.fd = -1
+
+		return 0, 0, err
+	}
+
+	return idx, a.gen, nil
+}
+
+// removeAcceptor closes the socket, which also takes it out of the epoll set.
+func (l *loop) removeAcceptor(idx int32, gen uint32) {
+	l.acceptMu.Lock()
+	defer l.acceptMu.Unlock()
+
+	if a := &l.acceptors[idx]; a.gen == gen && a.fd >= 0 {
+		rawClose(a.fd)
+		a.fd = -1
+	}
+}
+
+// Acceptors' keys have negative slots, connections' are from 0 up.
+func acceptorSlot(idx int32) int32 { return -1 - idx }
+
+// accept handles the clients waiting on acceptor idx, until none is left.
+// The caller holds mu.
+func (l *loop) accept(idx int32, gen uint32) {
+	var fds [acceptBatch]int
+
 	for {
-		var failed unix.Errno
+		n, errno, addr := l.acceptSome(idx, gen, fds[:])
+		for _, fd := range fds[:n] {
+			l.p.handle(l, fd)
+		}
 
-		err := rc.Read(func(fd uintptr) bool {
-			for {
-				cfd, _, errno := unix.RawSyscall6(unix.SYS_ACCEPT4, fd, 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
-
-				switch errno {
-				case 0:
-					p.handle(p.loops[i], int(cfd)) //nolint:gosec // fds fit
-				case unix.EINTR, unix.ECONNABORTED:
-				case unix.EAGAIN:
-					return false
-				default:
-					failed = errno
-
-					return true
-				}
-			}
-		})
-		if err != nil {
-			if !errors.Is(err, os.ErrClosed) {
-				p.logger.Warn("accept loop ended", zap.String("listener", ln.addr), zap.Error(err))
-			}
+		if errno != 0 {
+			// Out of file descriptors and the like: the clients wait in the backlog.
+			l.p.logger.Warn("accept failed", zap.String("listener", addr), zap.Error(os.NewSyscallError("accept4", errno)))
+			l.addTimer(timer{at: now() + int64(acceptRetry), acceptor: idx, gen: gen, kind: timerAccept})
 
 			return
 		}
 
-		// Out of file descriptors and the like: wait a little rather than spin.
-		p.logger.Warn("accept failed", zap.String("listener", ln.addr), zap.Error(os.NewSyscallError("accept4", failed)))
-		time.Sleep(50 * time.Millisecond)
+		if n < len(fds) {
+			return
+		}
 	}
+}
+
+// acceptSome accepts up to len(fds) clients; fewer when none is left or
+// accept failed (errno).
+func (l *loop) acceptSome(idx int32, gen uint32, fds []int) (int, unix.Errno, string) {
+	l.acceptMu.Lock()
+	defer l.acceptMu.Unlock()
+
+	if int(idx) >= len(l.acceptors) {
+		return 0, 0, ""
+	}
+
+	a := l.acceptors[idx]
+	if a.gen != gen || a.fd < 0 {
+		return 0, 0, "" // closed earlier
+	}
+
+	n := 0
+	for n < len(fds) {
+		cfd, _, errno := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(a.fd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0) //nolint:gosec // fds fit
+
+		switch errno {
+		case 0:
+			fds[n] = int(cfd) //nolint:gosec // fds fit
+			n++
+		case unix.EINTR, unix.ECONNABORTED:
+		case unix.EAGAIN:
+			return n, 0, a.addr
+		default:
+			return n, errno, a.addr
+		}
+	}
+
+	return n, 0, a.addr
 }

@@ -36,6 +36,9 @@ type loop struct {
 	pipes   []*pipe
 	closing bool // the proxy closed: end once the last connection did
 	evs     [128]unix.EpollEvent
+
+	acceptMu  sync.Mutex
+	acceptors []acceptor
 }
 
 type slot struct {
@@ -140,6 +143,12 @@ func (l *loop) poll(fd uintptr) bool {
 			ev := &l.evs[i]
 			k := key{slot: ev.Fd, tag: uint32(ev.Pad)} //nolint:gosec // bits
 
+			if k.slot < 0 {
+				l.accept(-1-k.slot, k.gen())
+
+				continue
+			}
+
 			if c := l.lookup(k); c != nil {
 				c.event(k.side(), k.serial(), ev.Events)
 			}
@@ -216,9 +225,14 @@ func (l *loop) release(c *conn) {
 	l.live--
 }
 
-// watch adds fd to the epoll set for reading and writing, edge-triggered.
+// watch adds a connection's socket to the epoll set for reading and
+// writing, edge-triggered.
 func (l *loop) watch(fd int, k key) error {
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: k.slot, Pad: int32(k.tag)} //nolint:gosec // bits
+	return l.ctl(fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET, k)
+}
+
+func (l *loop) ctl(fd int, events uint32, k key) error {
+	ev := unix.EpollEvent{Events: events, Fd: k.slot, Pad: int32(k.tag)} //nolint:gosec // bits
 
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
@@ -255,7 +269,8 @@ func (l *loop) wake() {
 	l.file.SetReadDeadline(time.Unix(1, 0)) //nolint:errcheck // a closed loop needs no waking
 }
 
-// Timers: dial deadlines and the upstream leg's late socket options. They
+// Timers: dial deadlines, the upstream leg's late socket options and
+// accepts to try again. They
 // are few per connection and most have nothing left to do when they expire
 // (the dial succeeded long before), so they stay in the heap until then.
 
@@ -264,14 +279,16 @@ type timerKind uint8
 const (
 	timerDial timerKind = iota
 	timerOptions
+	timerAccept
 )
 
 type timer struct {
-	at      int64
-	c       *conn
-	gen     uint32
-	attempt uint8
-	kind    timerKind
+	at       int64
+	c        *conn // of dial and options timers
+	acceptor int32 // of accept timers
+	gen      uint32
+	attempt  uint8
+	kind     timerKind
 }
 
 type timerHeap []timer
@@ -334,6 +351,12 @@ func (l *loop) addTimer(t timer) {
 func (l *loop) expire(t int64) {
 	for len(l.timers) > 0 && l.timers[0].at <= t {
 		tm := l.timers.pop()
+		if tm.kind == timerAccept {
+			l.accept(tm.acceptor, tm.gen)
+
+			continue
+		}
+
 		if tm.c.gen != tm.gen || tm.c.closed {
 			continue
 		}

@@ -54,7 +54,7 @@ type Proxy struct {
 	loops     []*loop // set by the first Update, for good
 	bindErr   error
 	closed    bool
-	wg        sync.WaitGroup // probers and accept loops
+	wg        sync.WaitGroup // probers
 }
 
 // New returns a proxy with nothing configured; Update starts it. onChange is
@@ -316,7 +316,7 @@ func (p *Proxy) listen(spec *resourcepb.ProxyConfigSpec) error {
 			continue
 		}
 
-		tl, err := listenTCP(addr, opts, len(p.loops))
+		tl, err := listenTCP(addr, opts, p.loops)
 		if err != nil {
 			errs = append(errs, err)
 
@@ -326,9 +326,6 @@ func (p *Proxy) listen(spec *resourcepb.ProxyConfigSpec) error {
 		p.listeners[addr] = tl
 
 		p.logger.Info("proxy listening", zap.String("address", tl.addr))
-		for i := range tl.files {
-			p.wg.Go(func() { p.serve(tl, i) })
-		}
 	}
 
 	return errors.Join(errs...)

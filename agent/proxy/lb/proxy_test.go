@@ -1,6 +1,7 @@
 package lb_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -21,6 +23,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/talos-lb/talos-lb/agent/health"
@@ -418,4 +421,81 @@ func TestHostNameUpstream(t *testing.T) {
 
 	assert.Equal(t, map[string]int{"a": 3}, spread(t, addr, 3))
 	assert.Equal(t, uint64(3), p.Stats().Upstreams[0].Total)
+}
+
+// A listener dropped from the spec stops accepting at once, its port is free
+// for the next Update, and connections it accepted carry on.
+func TestRemovedListenerStopsAcceptingButKeepsItsClients(t *testing.T) {
+	a := newUpstream(t, "a")
+	spec := testSpec(a.addr)
+	p, addr := startProxy(t, health.NetProber{}, spec)
+
+	c, err := connect(addr)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+
+	other := proto.CloneOf(spec)
+	other.Listen = []string{"127.0.0.2:0"}
+	require.NoError(t, p.Update(other))
+	require.NotEqual(t, []string{addr}, p.Stats().Listen)
+
+	_, err = net.DialTimeout("tcp", addr, 5*time.Second)
+	require.ErrorIs(t, err, syscall.ECONNREFUSED, "the old address still accepts")
+	require.NoError(t, c.echo("still here"))
+
+	other.Listen = []string{addr}
+	require.NoError(t, p.Update(other), "the old port must be free again")
+
+	back, err := connect(addr)
+	require.NoError(t, err)
+	back.Close()
+	require.NoError(t, c.echo("and still"))
+}
+
+// Accept failing for want of file descriptors leaves clients in the
+// backlog; nothing edge-triggered would wake the loop for them, so it must
+// try again by itself once descriptors are free.
+func TestAcceptRetriesAfterRunningOutOfFiles(t *testing.T) {
+	a := newUpstream(t, "a")
+	spec := testSpec(a.addr)
+	spec.HealthCheck.Interval = durationpb.New(time.Hour) // probes would fail too
+	spec.HealthCheck.Rise, spec.HealthCheck.Fall = 1, 1
+	p, addr := startProxy(t, health.NetProber{}, spec)
+	waitState(t, p, a.addr, "healthy")
+
+	var limit syscall.Rlimit
+	require.NoError(t, syscall.Getrlimit(syscall.RLIMIT_NOFILE, &limit))
+	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &limit) }) //nolint:errcheck
+
+	// The client's socket exists before the limit drops; its connect needs
+	// no new descriptor and completes in the proxy's backlog.
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+
+	f := os.NewFile(uintptr(fd), "client") //nolint:gosec // fds are small
+	t.Cleanup(func() { f.Close() })        //nolint:errcheck
+
+	// The kernel gives the lowest free number; a limit at it leaves accept none.
+	probe, err := os.Open(os.DevNull)
+	require.NoError(t, err)
+
+	low := limit
+	low.Cur = uint64(probe.Fd()) //nolint:gosec // fds are small
+	require.NoError(t, probe.Close())
+	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low))
+
+	ap := netip.MustParseAddrPort(addr)
+	require.NoError(t, syscall.Connect(fd, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}))
+
+	time.Sleep(300 * time.Millisecond) // several failed accepts and retries
+	require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_NOFILE, &limit))
+
+	conn, err := net.FileConn(f)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })                 //nolint:errcheck
+	conn.SetDeadline(time.Now().Add(30 * time.Second)) //nolint:errcheck // a guard against hangs
+
+	greeting, err := bufio.NewReader(conn).ReadString('\n')
+	require.NoError(t, err, "the client in the backlog was never relayed")
+	assert.Equal(t, "a\n", greeting)
 }

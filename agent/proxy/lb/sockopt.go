@@ -1,7 +1,6 @@
 package lb
 
 import (
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -19,16 +18,6 @@ type socketOptions struct {
 
 func sockOpts(spec *resourcepb.ProxyConfigSpec) socketOptions {
 	return socketOptions{keepalive: spec.GetKeepalive().AsDuration(), userTimeout: spec.GetUserTimeout().AsDuration()}
-}
-
-func (o socketOptions) control(_, _ string, rc syscall.RawConn) error {
-	var sockErr error
-
-	if err := rc.Control(func(fd uintptr) { sockErr = o.apply(int(fd)) }); err != nil { //nolint:gosec // fds fit an int
-		return err
-	}
-
-	return sockErr
 }
 
 func (o socketOptions) apply(fd int) error {
