@@ -13,19 +13,20 @@ import (
 	"github.com/talos-lb/talos-lb/pkg/resources"
 )
 
-// proxySpec converts one configured proxy into its ProxyConfig spec.
-func proxySpec(p config.Proxy) *resourcepb.ProxyConfigSpec {
+// ProxySpec converts one configured proxy into its ProxyConfig spec.
+func ProxySpec(p config.Proxy) *resourcepb.ProxyConfigSpec {
 	return &resourcepb.ProxyConfigSpec{
-		Name:           p.Name,
-		Listen:         p.Listen,
-		Upstreams:      p.Upstreams,
-		HealthCheck:    healthCheckSpec(p.Check.HealthCheck("", "")),
-		Balance:        string(p.Balance),
-		ConnectTimeout: durationpb.New(p.ConnectTimeout.Duration),
-		DialTimeout:    durationpb.New(p.DialTimeout.Duration),
-		DrainPeriod:    durationpb.New(p.DrainPeriod.Duration),
-		Keepalive:      durationpb.New(p.Keepalive.Duration),
-		UserTimeout:    durationpb.New(p.UserTimeout.Duration),
+		Name:            p.Name,
+		Listen:          p.Listen,
+		Upstreams:       p.Upstreams,
+		HealthCheck:     healthCheckSpec(p.Check.HealthCheck("", "")),
+		Balance:         string(p.Balance),
+		ConnectTimeout:  durationpb.New(p.ConnectTimeout.Duration),
+		DialTimeout:     durationpb.New(p.DialTimeout.Duration),
+		DrainPeriod:     durationpb.New(p.DrainPeriod.Duration),
+		Keepalive:       durationpb.New(p.Keepalive.Duration),
+		UserTimeout:     durationpb.New(p.UserTimeout.Duration),
+		PushedUpstreams: p.PushedUpstreams,
 	}
 }
 
@@ -40,7 +41,7 @@ func publishProxies(ctx context.Context, st state.State, cfg *config.Config) err
 		want[p.Name] = true
 
 		if err := safe.StateModify(ctx, st, resources.NewProxyConfig(p.Name), func(r *resources.ProxyConfig) error {
-			r.TypedSpec().Value = proxySpec(p)
+			r.TypedSpec().Value = ProxySpec(p)
 
 			return nil
 		}); err != nil {

@@ -27,6 +27,7 @@ func TestProxiesFollowTheFile(t *testing.T) {
 	two := base + `proxies:
   - name: kubernetes
     upstreams: [10.0.0.1:6443, 10.0.0.2:6443]
+    pushedUpstreams: true
     healthCheck: {kind: https, caFile: /etc/k8s-ca.crt}
   - name: other
     listen: ["[::1]:9000"]
@@ -54,6 +55,7 @@ func TestProxiesFollowTheFile(t *testing.T) {
 	require.Equal(t, 500*time.Millisecond, spec.GetHealthCheck().GetTimeout().AsDuration())
 	require.Equal(t, "round-robin", spec.GetBalance())
 	require.Equal(t, 5*time.Second, spec.GetConnectTimeout().AsDuration())
+	require.True(t, spec.GetPushedUpstreams())
 
 	// A proxy dropped from the file disappears; the other one stays.
 	require.NoError(t, os.WriteFile(path, []byte(base+`proxies:

@@ -9,10 +9,13 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/cosi-project/runtime/pkg/controller"
 	"github.com/cosi-project/runtime/pkg/safe"
+	"github.com/cosi-project/runtime/pkg/state"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -58,7 +61,10 @@ func (ctrl *Controller) Name() string {
 
 // Inputs implements controller.Controller.
 func (ctrl *Controller) Inputs() []controller.Input {
-	return []controller.Input{{Namespace: resources.ConfigNamespace, Type: resources.ProxyConfigType, Kind: controller.InputWeak}}
+	return []controller.Input{
+		{Namespace: resources.ConfigNamespace, Type: resources.ProxyConfigType, Kind: controller.InputWeak},
+		{Namespace: resources.ConfigNamespace, Type: resources.APIEndpointsType, Kind: controller.InputWeak},
+	}
 }
 
 // Outputs implements controller.Controller.
@@ -72,7 +78,8 @@ func (ctrl *Controller) Outputs() []controller.Output {
 // running is one proxy and what the controller remembers about it.
 type running struct {
 	b       Balancer
-	spec    *resourcepb.ProxyConfigSpec
+	spec    *resourcepb.ProxyConfigSpec // as configured, plus pushed upstreams
+	pushed  map[string]bool             // upstreams only the push named
 	bindErr error
 	state   string
 	since   time.Time
@@ -146,11 +153,20 @@ func (ctrl *Controller) reconcile(
 		return fmt.Errorf("listing proxy configs: %w", err)
 	}
 
+	var endpoints []string
+
+	switch res, err := safe.ReaderGetByID[*resources.APIEndpoints](ctx, r, resources.APIEndpointsID); {
+	case err == nil:
+		endpoints = res.TypedSpec().Value.GetEndpoints()
+	case !state.IsNotFoundError(err):
+		return fmt.Errorf("reading pushed API endpoints: %w", err)
+	}
+
 	want := map[string]bool{}
 
 	for cfg := range configs.All() {
 		name := cfg.Metadata().ID()
-		spec := cfg.TypedSpec().Value
+		spec, pushed := withPushed(cfg.TypedSpec().Value, endpoints)
 		want[name] = true
 
 		p, ok := proxies[name]
@@ -164,7 +180,11 @@ func (ctrl *Controller) reconcile(
 			continue
 		}
 
-		p.spec = spec
+		if !maps.Equal(p.pushed, pushed) {
+			logger.Info("pushed upstreams changed", zap.String("proxy", name), zap.Strings("pushed", slices.Sorted(maps.Keys(pushed))))
+		}
+
+		p.spec, p.pushed = spec, pushed
 		p.bindErr = p.b.Update(spec)
 		logBind(logger, name, p.bindErr)
 	}
@@ -180,6 +200,27 @@ func (ctrl *Controller) reconcile(
 	}
 
 	return nil
+}
+
+// withPushed returns the spec a proxy runs: the configured one, plus the
+// pushed API endpoints the configuration does not name already when the
+// proxy asks for them, and which upstreams those are.
+func withPushed(cfg *resourcepb.ProxyConfigSpec, endpoints []string) (*resourcepb.ProxyConfigSpec, map[string]bool) {
+	if !cfg.GetPushedUpstreams() || len(endpoints) == 0 {
+		return cfg, nil
+	}
+
+	spec := proto.CloneOf(cfg)
+	pushed := map[string]bool{}
+
+	for _, e := range endpoints {
+		if !slices.Contains(spec.Upstreams, e) {
+			spec.Upstreams = append(spec.Upstreams, e)
+			pushed[e] = true
+		}
+	}
+
+	return spec, pushed
 }
 
 func logBind(logger *zap.Logger, name string, err error) {
@@ -214,7 +255,7 @@ func (ctrl *Controller) publish(ctx context.Context, r controller.Runtime, proxi
 		}
 
 		for _, u := range st.Upstreams {
-			if err := writeUpstream(ctx, r, name, u); err != nil {
+			if err := writeUpstream(ctx, r, name, u, p.pushed[u.Address]); err != nil {
 				return err
 			}
 		}
@@ -266,7 +307,7 @@ func (ctrl *Controller) writeProxy(ctx context.Context, r controller.ReaderWrite
 	return nil
 }
 
-func writeUpstream(ctx context.Context, r controller.ReaderWriter, proxy string, u lb.UpstreamStats) error {
+func writeUpstream(ctx context.Context, r controller.ReaderWriter, proxy string, u lb.UpstreamStats, pushed bool) error {
 	err := safe.WriterModify(ctx, r, resources.NewUpstreamStatus(proxy, u.Address), func(res *resources.UpstreamStatus) error {
 		s := res.TypedSpec().Value
 		s.Proxy = proxy
@@ -285,6 +326,7 @@ func writeUpstream(ctx context.Context, r controller.ReaderWriter, proxy string,
 		s.Active = uint64(max(u.Active, 0)) //nolint:gosec // never negative
 		s.Total = u.Total
 		s.FailedDials = u.FailedDials
+		s.Pushed = pushed
 
 		return nil
 	})

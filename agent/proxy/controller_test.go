@@ -152,6 +152,72 @@ func TestControllerRetriesATakenPort(t *testing.T) {
 	})
 }
 
+// The controller's pushed API endpoints join the upstreams of a proxy that
+// asks for them (beside, never instead of, the configured ones), carry
+// clients, and leave when the push drops them; other proxies ignore them.
+func TestControllerAddsPushedAPIEndpoints(t *testing.T) {
+	h := ctest.New(t, &proxy.Controller{Refresh: 10 * time.Millisecond})
+
+	configured, pushed := listener(t), listener(t)
+
+	cfg := proxyConfig("kubernetes", "127.0.0.1:0", configured.Addr())
+	cfg.TypedSpec().Value.PushedUpstreams = true
+	h.Create(cfg)
+	h.Create(proxyConfig("other", "127.0.0.1:0", configured.Addr()))
+
+	ctest.AssertResource(h, "kubernetes", func(r *resources.ProxyStatus, a *assert.Assertions) {
+		a.Equal(uint32(1), r.TypedSpec().Value.GetUpstreams(), "nothing pushed yet")
+	})
+
+	// The configured address pushed too stays a configured upstream.
+	eps := resources.NewAPIEndpoints()
+	eps.TypedSpec().Value.Endpoints = []string{configured.Addr(), pushed.Addr()}
+	h.Create(eps)
+
+	var listen string
+
+	ctest.AssertResource(h, "kubernetes", func(r *resources.ProxyStatus, a *assert.Assertions) {
+		a.Equal(uint32(2), r.TypedSpec().Value.GetUpstreams())
+		a.Equal(uint32(2), r.TypedSpec().Value.GetHealthyUpstreams())
+
+		if a.Len(r.TypedSpec().Value.GetListen(), 1) {
+			listen = r.TypedSpec().Value.GetListen()[0]
+		}
+	})
+	ctest.AssertResource(h, resources.UpstreamStatusID("kubernetes", pushed.Addr()), func(r *resources.UpstreamStatus, a *assert.Assertions) {
+		a.True(r.TypedSpec().Value.GetPushed())
+	})
+	ctest.AssertResource(h, resources.UpstreamStatusID("kubernetes", configured.Addr()), func(r *resources.UpstreamStatus, a *assert.Assertions) {
+		a.False(r.TypedSpec().Value.GetPushed())
+	})
+	ctest.AssertResource(h, "other", func(r *resources.ProxyStatus, a *assert.Assertions) {
+		a.Equal(uint32(1), r.TypedSpec().Value.GetUpstreams(), "a proxy without pushedUpstreams took pushed ones")
+	})
+
+	// Round robin over both: the pushed one carries clients.
+	for range 4 {
+		c, err := net.Dial("tcp", listen)
+		require.NoError(t, err)
+		t.Cleanup(func() { c.Close() }) //nolint:errcheck
+	}
+
+	ctest.AssertResource(h, resources.UpstreamStatusID("kubernetes", pushed.Addr()), func(r *resources.UpstreamStatus, a *assert.Assertions) {
+		a.Equal(uint64(2), r.TypedSpec().Value.GetActive())
+	})
+
+	// The push drops it: no new client goes there; its clients drain.
+	eps.TypedSpec().Value.Endpoints = []string{configured.Addr()}
+	h.Update(eps)
+
+	ctest.AssertResource(h, "kubernetes", func(r *resources.ProxyStatus, a *assert.Assertions) {
+		a.Equal(uint32(1), r.TypedSpec().Value.GetUpstreams())
+	})
+	ctest.AssertResource(h, resources.UpstreamStatusID("kubernetes", pushed.Addr()), func(r *resources.UpstreamStatus, a *assert.Assertions) {
+		a.Equal("draining", r.TypedSpec().Value.GetState())
+		a.Equal(uint64(2), r.TypedSpec().Value.GetActive(), "a dropped endpoint cut its connections")
+	})
+}
+
 // gather returns the named metrics' samples as "name{labels}" → value, leaving out zeros.
 func gather(t *testing.T, reg *prometheus.Registry, names ...string) map[string]float64 {
 	t.Helper()

@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/utils/ptr"
+
 	"github.com/talos-lb/talos-lb/controller/crd"
 	"github.com/talos-lb/talos-lb/controller/reconcile"
 	"github.com/talos-lb/talos-lb/integration/binaries"
@@ -242,10 +245,20 @@ func TestEndToEndProcesses(t *testing.T) {
 		}
 	}
 
+	// The API servers' endpoints (a documentation address: nothing dials it
+	// here) reach every agent as APIEndpoints, for proxies with pushedUpstreams.
+	c.CreateEndpointSlice(t, "default", "kubernetes", []kapi.Endpoint{{IP: "192.0.2.10", Ready: true}, {IP: "192.0.2.11"}},
+		discoveryv1.EndpointPort{Name: ptr.To("https"), Port: ptr.To(int32(6443))})
+
+	for _, n := range nodes {
+		waitAPIEndpoints(t, l, apis[n], "[192.0.2.10:6443]")
+	}
+
 	// Controller gone: agents keep their state, also across a restart.
 	ctl.term(t)
 	agents["node-b"].term(t)
 	startAgent("node-b")
+	waitAPIEndpoints(t, l, apis["node-b"], "[192.0.2.10:6443]")
 
 	eventually(t, 15*time.Second, func() (bool, string) {
 		out, err := l.try("-n", apis["node-b"], "get", "serviceips", "-o", "json")
@@ -263,4 +276,20 @@ func TestEndToEndProcesses(t *testing.T) {
 	e.service("default", "api")
 	e.waitIPs("default", "api", "203.0.113.1")
 	e.waitIPs("default", "web", "203.0.113.0")
+}
+
+// waitAPIEndpoints waits until the agent's APIEndpoints say want (as fmt prints a list).
+func waitAPIEndpoints(t *testing.T, l lbctl, agent, want string) {
+	t.Helper()
+
+	eventually(t, 20*time.Second, func() (bool, string) {
+		out, err := l.try("-n", agent, "get", "apiendpoints", "-o", "json")
+		if err != nil {
+			return false, out
+		}
+
+		got := fmt.Sprint(specs(t, out)["kubernetes"]["endpoints"])
+
+		return got == want, fmt.Sprintf("%s: APIEndpoints %s, want %s", agent, got, want)
+	})
 }

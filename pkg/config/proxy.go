@@ -11,10 +11,15 @@ import (
 type Proxy struct {
 	Name string `yaml:"name"`
 	// Listen holds loopback addresses only: the proxy serves this node.
-	Listen    []string   `yaml:"listen"`
-	Upstreams []string   `yaml:"upstreams"`
-	Check     ProxyCheck `yaml:"healthCheck"`
-	Balance   Balance    `yaml:"balance"`
+	Listen    []string `yaml:"listen"`
+	Upstreams []string `yaml:"upstreams"`
+	// PushedUpstreams adds the Kubernetes API servers the controller pushes
+	// (the ready endpoints of default/kubernetes) to Upstreams. Upstreams
+	// stay required: the node must reach the API before any push, since the
+	// controller runs in the cluster.
+	PushedUpstreams bool       `yaml:"pushedUpstreams"`
+	Check           ProxyCheck `yaml:"healthCheck"`
+	Balance         Balance    `yaml:"balance"`
 	// ConnectTimeout bounds all attempts for one client; DialTimeout one attempt.
 	ConnectTimeout Duration `yaml:"connectTimeout"`
 	DialTimeout    Duration `yaml:"dialTimeout"`

@@ -102,6 +102,7 @@ func (UpstreamStatusExtension) ResourceDefinition() meta.ResourceDefinitionSpec 
 		PrintColumns: []meta.PrintColumn{
 			{Name: "State", JSONPath: "{.state}"},
 			{Name: "Preferred", JSONPath: "{.preferred}"},
+			{Name: "Pushed", JSONPath: "{.pushed}"},
 			{Name: "Latency us", JSONPath: "{.latencyUs}"},
 			{Name: "Active", JSONPath: "{.active}"},
 			{Name: "Total", JSONPath: "{.total}"},

@@ -46,9 +46,11 @@ type ProxyConfigSpec struct {
 	// Idle time before TCP keepalive probes start, on both legs.
 	Keepalive *durationpb.Duration `protobuf:"bytes,9,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
 	// TCP_USER_TIMEOUT on both legs: unacknowledged data for this long ends the connection.
-	UserTimeout   *durationpb.Duration `protobuf:"bytes,10,opt,name=user_timeout,json=userTimeout,proto3" json:"user_timeout,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	UserTimeout *durationpb.Duration `protobuf:"bytes,10,opt,name=user_timeout,json=userTimeout,proto3" json:"user_timeout,omitempty"`
+	// Also proxy to the Kubernetes API servers the controller pushes (APIEndpoints), beside upstreams.
+	PushedUpstreams bool `protobuf:"varint,11,opt,name=pushed_upstreams,json=pushedUpstreams,proto3" json:"pushed_upstreams,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ProxyConfigSpec) Reset() {
@@ -149,6 +151,13 @@ func (x *ProxyConfigSpec) GetUserTimeout() *durationpb.Duration {
 		return x.UserTimeout
 	}
 	return nil
+}
+
+func (x *ProxyConfigSpec) GetPushedUpstreams() bool {
+	if x != nil {
+		return x.PushedUpstreams
+	}
+	return false
 }
 
 // ProxyStatusSpec is what one proxy does: where it listens, whether it can serve, its counters.
@@ -311,10 +320,12 @@ type UpstreamStatusSpec struct {
 	LatencyUs   int64                  `protobuf:"varint,6,opt,name=latency_us,json=latencyUs,proto3" json:"latency_us,omitempty"`
 	LastProbeAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=last_probe_at,json=lastProbeAt,proto3" json:"last_probe_at,omitempty"`
 	// Why the last probe or dial failed; empty once a probe passes.
-	LastError     string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
-	Active        uint64 `protobuf:"varint,9,opt,name=active,proto3" json:"active,omitempty"`
-	Total         uint64 `protobuf:"varint,10,opt,name=total,proto3" json:"total,omitempty"`
-	FailedDials   uint64 `protobuf:"varint,11,opt,name=failed_dials,json=failedDials,proto3" json:"failed_dials,omitempty"`
+	LastError   string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	Active      uint64 `protobuf:"varint,9,opt,name=active,proto3" json:"active,omitempty"`
+	Total       uint64 `protobuf:"varint,10,opt,name=total,proto3" json:"total,omitempty"`
+	FailedDials uint64 `protobuf:"varint,11,opt,name=failed_dials,json=failedDials,proto3" json:"failed_dials,omitempty"`
+	// True when the upstream came from the controller's push (APIEndpoints), not from the config.
+	Pushed        bool `protobuf:"varint,12,opt,name=pushed,proto3" json:"pushed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -426,11 +437,18 @@ func (x *UpstreamStatusSpec) GetFailedDials() uint64 {
 	return 0
 }
 
+func (x *UpstreamStatusSpec) GetPushed() bool {
+	if x != nil {
+		return x.Pushed
+	}
+	return false
+}
+
 var File_resource_v1alpha1_proxy_proto protoreflect.FileDescriptor
 
 const file_resource_v1alpha1_proxy_proto_rawDesc = "" +
 	"\n" +
-	"\x1dresource/v1alpha1/proxy.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eresource/v1alpha1/config.proto\"\xfc\x03\n" +
+	"\x1dresource/v1alpha1/proxy.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eresource/v1alpha1/config.proto\"\xa7\x04\n" +
 	"\x0fProxyConfigSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06listen\x18\x02 \x03(\tR\x06listen\x12\x1c\n" +
@@ -442,7 +460,8 @@ const file_resource_v1alpha1_proxy_proto_rawDesc = "" +
 	"\fdrain_period\x18\b \x01(\v2\x19.google.protobuf.DurationR\vdrainPeriod\x127\n" +
 	"\tkeepalive\x18\t \x01(\v2\x19.google.protobuf.DurationR\tkeepalive\x12<\n" +
 	"\fuser_timeout\x18\n" +
-	" \x01(\v2\x19.google.protobuf.DurationR\vuserTimeout\"\x8e\x03\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\vuserTimeout\x12)\n" +
+	"\x10pushed_upstreams\x18\v \x01(\bR\x0fpushedUpstreams\"\x8e\x03\n" +
 	"\x0fProxyStatusSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06listen\x18\x02 \x03(\tR\x06listen\x12\x14\n" +
@@ -458,7 +477,7 @@ const file_resource_v1alpha1_proxy_proto_rawDesc = "" +
 	" \x01(\x04R\x05total\x12!\n" +
 	"\ffailed_dials\x18\v \x01(\x04R\vfailedDials\x12\x18\n" +
 	"\aretries\x18\f \x01(\x04R\aretries\x12\x18\n" +
-	"\arefused\x18\r \x01(\x04R\arefused\"\xf9\x02\n" +
+	"\arefused\x18\r \x01(\x04R\arefused\"\x91\x03\n" +
 	"\x12UpstreamStatusSpec\x12\x14\n" +
 	"\x05proxy\x18\x01 \x01(\tR\x05proxy\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
@@ -473,7 +492,8 @@ const file_resource_v1alpha1_proxy_proto_rawDesc = "" +
 	"\x06active\x18\t \x01(\x04R\x06active\x12\x14\n" +
 	"\x05total\x18\n" +
 	" \x01(\x04R\x05total\x12!\n" +
-	"\ffailed_dials\x18\v \x01(\x04R\vfailedDialsB?Z=github.com/talos-lb/talos-lb/api/resource/v1alpha1;resourcepbb\x06proto3"
+	"\ffailed_dials\x18\v \x01(\x04R\vfailedDials\x12\x16\n" +
+	"\x06pushed\x18\f \x01(\bR\x06pushedB?Z=github.com/talos-lb/talos-lb/api/resource/v1alpha1;resourcepbb\x06proto3"
 
 var (
 	file_resource_v1alpha1_proxy_proto_rawDescOnce sync.Once

@@ -15,11 +15,10 @@ import (
 	"syscall"
 
 	"go.uber.org/zap"
-	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/talos-lb/talos-lb/agent/configwatch"
 	"github.com/talos-lb/talos-lb/agent/health"
 	"github.com/talos-lb/talos-lb/agent/proxy/lb"
-	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
 	"github.com/talos-lb/talos-lb/pkg/config"
 )
 
@@ -44,7 +43,7 @@ func serveLB(arg string) error {
 
 	for _, pc := range cfg.Proxies {
 		p := lb.New(health.NetProber{}, func() {}, zap.NewNop())
-		if err := p.Update(proxySpec(pc)); err != nil {
+		if err := p.Update(configwatch.ProxySpec(pc)); err != nil {
 			return err
 		}
 
@@ -90,31 +89,6 @@ func serveLB(arg string) error {
 	<-ctx.Done()
 
 	return srv.Close()
-}
-
-// proxySpec is what agent/configwatch makes of a configured proxy.
-func proxySpec(p config.Proxy) *resourcepb.ProxyConfigSpec {
-	h := p.Check.HealthCheck("", "")
-
-	return &resourcepb.ProxyConfigSpec{
-		Name:      p.Name,
-		Listen:    p.Listen,
-		Upstreams: p.Upstreams,
-		HealthCheck: &resourcepb.HealthCheckSpec{
-			Kind:     string(h.Kind),
-			Path:     h.Path,
-			Interval: durationpb.New(h.Interval.Duration),
-			Timeout:  durationpb.New(h.Timeout.Duration),
-			Rise:     uint32(h.Rise), //nolint:gosec // validated to 1..10
-			Fall:     uint32(h.Fall), //nolint:gosec
-		},
-		Balance:        string(p.Balance),
-		ConnectTimeout: durationpb.New(p.ConnectTimeout.Duration),
-		DialTimeout:    durationpb.New(p.DialTimeout.Duration),
-		DrainPeriod:    durationpb.New(p.DrainPeriod.Duration),
-		Keepalive:      durationpb.New(p.Keepalive.Duration),
-		UserTimeout:    durationpb.New(p.UserTimeout.Duration),
-	}
 }
 
 // profiler collects the CPU profiles of a -profile run, one file per load and round.
