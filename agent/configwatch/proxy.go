@@ -13,8 +13,9 @@ import (
 	"github.com/talos-lb/talos-lb/pkg/resources"
 )
 
-// ProxySpec converts one configured proxy into its ProxyConfig spec.
-func ProxySpec(p config.Proxy) *resourcepb.ProxyConfigSpec {
+// ProxySpec converts one configured proxy into its ProxyConfig spec;
+// floating are the node's addresses that move (its VIPs).
+func ProxySpec(p config.Proxy, floating []string) *resourcepb.ProxyConfigSpec {
 	return &resourcepb.ProxyConfigSpec{
 		Name:            p.Name,
 		Listen:          p.Listen,
@@ -27,6 +28,7 @@ func ProxySpec(p config.Proxy) *resourcepb.ProxyConfigSpec {
 		Keepalive:       durationpb.New(p.Keepalive.Duration),
 		UserTimeout:     durationpb.New(p.UserTimeout.Duration),
 		PushedUpstreams: p.PushedUpstreams,
+		Floating:        floating,
 	}
 }
 
@@ -35,13 +37,20 @@ func ProxySpec(p config.Proxy) *resourcepb.ProxyConfigSpec {
 // their own, not part of AgentConfig, because the controller's pushes will
 // feed them too.
 func publishProxies(ctx context.Context, st state.State, cfg *config.Config) error {
+	// On the VIP holder the VIP is an address of this node, but not for long:
+	// it must not win the local tier over the node's own API server.
+	var floating []string
+	if cfg.VIP != nil {
+		floating = cfg.VIP.Addresses
+	}
+
 	want := map[string]bool{}
 
 	for _, p := range cfg.Proxies {
 		want[p.Name] = true
 
 		if err := safe.StateModify(ctx, st, resources.NewProxyConfig(p.Name), func(r *resources.ProxyConfig) error {
-			r.TypedSpec().Value = ProxySpec(p)
+			r.TypedSpec().Value = ProxySpec(p, floating)
 
 			return nil
 		}); err != nil {

@@ -24,7 +24,13 @@ func TestProxiesFollowTheFile(t *testing.T) {
 	require.NoError(t, resources.Register(ctx, st))
 
 	path := filepath.Join(t.TempDir(), "agent.yaml")
-	two := base + `proxies:
+	two := base + `vip:
+  addresses: [10.0.0.100]
+  link: eth0
+  healthCheck: apiserver
+  election:
+    peers: [{name: cp-1, address: "10.0.0.1:50071"}]
+proxies:
   - name: kubernetes
     upstreams: [10.0.0.1:6443, 10.0.0.2:6443]
     pushedUpstreams: true
@@ -56,6 +62,7 @@ func TestProxiesFollowTheFile(t *testing.T) {
 	require.Equal(t, "round-robin", spec.GetBalance())
 	require.Equal(t, 5*time.Second, spec.GetConnectTimeout().AsDuration())
 	require.True(t, spec.GetPushedUpstreams())
+	require.Equal(t, []string{"10.0.0.100"}, spec.GetFloating(), "the VIP must not count as this node's API server")
 
 	// A proxy dropped from the file disappears; the other one stays.
 	require.NoError(t, os.WriteFile(path, []byte(base+`proxies:

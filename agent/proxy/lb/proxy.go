@@ -97,7 +97,7 @@ func (p *Proxy) Update(spec *resourcepb.ProxyConfigSpec) error {
 	checkChanged := old == nil || !proto.Equal(old.GetHealthCheck(), spec.GetHealthCheck())
 
 	next := make([]*upstream, 0, len(spec.GetUpstreams()))
-	local := localAddrs(p.logger)
+	local := localAddrs(p.logger, spec.GetFloating())
 
 	for _, addr := range spec.GetUpstreams() {
 		i := slices.IndexFunc(p.ups, func(u *upstream) bool { return u.addr == addr })
@@ -332,8 +332,9 @@ func (p *Proxy) listen(spec *resourcepb.ProxyConfigSpec) error {
 }
 
 // localAddrs returns a test for "this host:port is on this node". Host names
-// are never local: resolving them here would make Update wait for DNS.
-func localAddrs(logger *zap.Logger) func(addr string) bool {
+// are never local: resolving them here would make Update wait for DNS; nor
+// are floating addresses (VIPs), which another node may hold a moment later.
+func localAddrs(logger *zap.Logger, floating []string) func(addr string) bool {
 	own := map[netip.Addr]bool{}
 
 	addrs, err := net.InterfaceAddrs()
@@ -349,6 +350,14 @@ func localAddrs(logger *zap.Logger) func(addr string) bool {
 		}
 	}
 
+	moving := map[netip.Addr]bool{}
+
+	for _, f := range floating {
+		if ip, err := netip.ParseAddr(f); err == nil {
+			moving[ip.Unmap()] = true
+		}
+	}
+
 	return func(addr string) bool {
 		ap, err := netip.ParseAddrPort(addr)
 		if err != nil {
@@ -357,6 +366,6 @@ func localAddrs(logger *zap.Logger) func(addr string) bool {
 
 		ip := ap.Addr().Unmap()
 
-		return ip.IsLoopback() || own[ip]
+		return !moving[ip] && (ip.IsLoopback() || own[ip])
 	}
 }

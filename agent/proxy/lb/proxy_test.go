@@ -28,6 +28,7 @@ import (
 
 	"github.com/talos-lb/talos-lb/agent/health"
 	"github.com/talos-lb/talos-lb/agent/proxy/lb"
+	"github.com/talos-lb/talos-lb/pkg/nettest"
 )
 
 func TestRoundRobinOverHealthyUpstreams(t *testing.T) {
@@ -498,4 +499,36 @@ func TestAcceptRetriesAfterRunningOutOfFiles(t *testing.T) {
 	greeting, err := bufio.NewReader(conn).ReadString('\n')
 	require.NoError(t, err, "the client in the backlog was never relayed")
 	assert.Equal(t, "a\n", greeting)
+}
+
+// A VIP is an address of its holder, but another node may hold it a moment
+// later: an upstream there must not share the local tier with the node's own
+// API server.
+func TestFloatingAddressIsNeverLocal(t *testing.T) {
+	own := newUpstream(t, "own")
+
+	vipLn, err := net.Listen("tcp", "127.0.0.2:0")
+	require.NoError(t, err)
+
+	vip := nettest.Serve(t, vipLn, func(c net.Conn) { c.Close() }) //nolint:errcheck
+
+	spec := testSpec(own.addr, vip.Addr())
+	spec.Floating = []string{"127.0.0.2"}
+	p, _ := startProxy(t, health.NetProber{}, spec)
+
+	waitState(t, p, own.addr, health.StateHealthy)
+	waitState(t, p, vip.Addr(), health.StateHealthy)
+
+	for _, u := range p.Stats().Upstreams {
+		assert.Equal(t, u.Address == own.addr, u.Preferred, "%s preferred", u.Address)
+	}
+
+	// Without the VIP marked floating both are local, and share the tier.
+	spec = proto.CloneOf(spec)
+	spec.Floating = nil
+	require.NoError(t, p.Update(spec))
+
+	for _, u := range p.Stats().Upstreams {
+		assert.True(t, u.Preferred, "%s preferred", u.Address)
+	}
 }

@@ -49,8 +49,10 @@ type ProxyConfigSpec struct {
 	UserTimeout *durationpb.Duration `protobuf:"bytes,10,opt,name=user_timeout,json=userTimeout,proto3" json:"user_timeout,omitempty"`
 	// Also proxy to the Kubernetes API servers the controller pushes (APIEndpoints), beside upstreams.
 	PushedUpstreams bool `protobuf:"varint,11,opt,name=pushed_upstreams,json=pushedUpstreams,proto3" json:"pushed_upstreams,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Addresses that move between nodes (the VIPs): an upstream there never counts as on this node.
+	Floating      []string `protobuf:"bytes,12,rep,name=floating,proto3" json:"floating,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProxyConfigSpec) Reset() {
@@ -158,6 +160,13 @@ func (x *ProxyConfigSpec) GetPushedUpstreams() bool {
 		return x.PushedUpstreams
 	}
 	return false
+}
+
+func (x *ProxyConfigSpec) GetFloating() []string {
+	if x != nil {
+		return x.Floating
+	}
+	return nil
 }
 
 // ProxyStatusSpec is what one proxy does: where it listens, whether it can serve, its counters.
@@ -448,7 +457,7 @@ var File_resource_v1alpha1_proxy_proto protoreflect.FileDescriptor
 
 const file_resource_v1alpha1_proxy_proto_rawDesc = "" +
 	"\n" +
-	"\x1dresource/v1alpha1/proxy.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eresource/v1alpha1/config.proto\"\xa7\x04\n" +
+	"\x1dresource/v1alpha1/proxy.proto\x12\x1atalos_lb.resource.v1alpha1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eresource/v1alpha1/config.proto\"\xc3\x04\n" +
 	"\x0fProxyConfigSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06listen\x18\x02 \x03(\tR\x06listen\x12\x1c\n" +
@@ -461,7 +470,8 @@ const file_resource_v1alpha1_proxy_proto_rawDesc = "" +
 	"\tkeepalive\x18\t \x01(\v2\x19.google.protobuf.DurationR\tkeepalive\x12<\n" +
 	"\fuser_timeout\x18\n" +
 	" \x01(\v2\x19.google.protobuf.DurationR\vuserTimeout\x12)\n" +
-	"\x10pushed_upstreams\x18\v \x01(\bR\x0fpushedUpstreams\"\x8e\x03\n" +
+	"\x10pushed_upstreams\x18\v \x01(\bR\x0fpushedUpstreams\x12\x1a\n" +
+	"\bfloating\x18\f \x03(\tR\bfloating\"\x8e\x03\n" +
 	"\x0fProxyStatusSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06listen\x18\x02 \x03(\tR\x06listen\x12\x14\n" +

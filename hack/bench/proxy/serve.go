@@ -43,7 +43,7 @@ func serveLB(arg string) error {
 
 	for _, pc := range cfg.Proxies {
 		p := lb.New(health.NetProber{}, func() {}, zap.NewNop())
-		if err := p.Update(configwatch.ProxySpec(pc)); err != nil {
+		if err := p.Update(configwatch.ProxySpec(pc, nil)); err != nil {
 			return err
 		}
 
