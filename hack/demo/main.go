@@ -4,7 +4,9 @@
 // reports from the client, resolves and reaches the control-plane VIP, moves
 // it with a live failover; then plays the controller to push two
 // LoadBalancer Services (one over L2, one over BGP through BIRD), reaches
-// them from the client and fails the L2 one over with the controller down.
+// them from the client and fails the L2 one over with the controller down;
+// last, a node's local API proxy (KubePrism's job) with its own API server
+// going unready.
 // It tears everything down on Ctrl-C (or at once with DEMO_HOLD=0).
 package main
 
@@ -20,6 +22,7 @@ import (
 	"github.com/talos-lb/talos-lb/integration/cluster"
 	"github.com/talos-lb/talos-lb/integration/l2check"
 	"github.com/talos-lb/talos-lb/integration/lab"
+	"github.com/talos-lb/talos-lb/integration/standin"
 	"github.com/talos-lb/talos-lb/integration/vipcheck"
 )
 
@@ -31,9 +34,10 @@ func main() {
 }
 
 type demo struct {
-	ctx context.Context //nolint:containedctx // one run of the demo
-	lab *lab.Lab
-	c   *cluster.Cluster
+	ctx      context.Context //nolint:containedctx // one run of the demo
+	lab      *lab.Lab
+	c        *cluster.Cluster
+	standins map[string]*standin.APIServer
 }
 
 func run() error {
@@ -69,16 +73,17 @@ func run() error {
 	}
 
 	// Stand-in API servers for the VIP's health checks, and kube-proxy's part for the service IPs.
-	if err := l2check.StartStandIns(labCtx, l, l2check.SVC4, l2check.SVC6, svcBGP); err != nil {
-		return err
-	}
-
-	c, err := cluster.Start(labCtx, l, cluster.ControlPlanes(vipcheck.Config(l)+l2check.AgentConfig))
+	standins, err := l2check.StartStandIns(labCtx, l, l2check.SVC4, l2check.SVC6, svcBGP)
 	if err != nil {
 		return err
 	}
 
-	d := &demo{ctx: ctx, lab: l, c: c}
+	c, err := cluster.Start(labCtx, l, cluster.ControlPlanes(vipcheck.Config(l)+l2check.AgentConfig+proxyConfig()))
+	if err != nil {
+		return err
+	}
+
+	d := &demo{ctx: ctx, lab: l, c: c, standins: standins}
 
 	for _, a := range c.Agents {
 		step("agent on %s (%s): pid %d, log %s", a.Host.Name, a.Host.IPv4, a.Proc.PID(), a.Proc.LogPath())
@@ -122,6 +127,10 @@ func run() error {
 	}
 
 	if err := d.serviceIPs(bird); err != nil {
+		return err
+	}
+
+	if err := d.localProxy(); err != nil {
 		return err
 	}
 

@@ -33,6 +33,7 @@ func (d *demo) serviceIPs(bird *lab.BIRD) error {
 	// The L2 advertisement takes the L2 pool only; a BGP advertisement the other.
 	in.L2[0].Pools = func(pool string, _ map[string]string) bool { return pool == l2check.Pool }
 	in.Services = append(in.Services, desired.Service{Key: "default/api", IPs: []netip.Addr{svcBGP}, Pools: []string{bgpPool}})
+	in.APIEndpoints = apiEndpoints(d.lab)
 	in.BGP = []desired.BGPRule{{
 		Pools: func(pool string, _ map[string]string) bool { return pool == bgpPool },
 		Spec:  &resourcepb.BgpAdvertisementRule{Name: "demo", Communities: []string{"65000:300"}},
@@ -42,7 +43,7 @@ func (d *demo) serviceIPs(bird *lab.BIRD) error {
 		HoldTime: durationpb.New(3 * time.Second), Keepalive: durationpb.New(time.Second),
 	}}}}
 
-	step("controller: pushing Services default/web (L2: %s, %s) and default/api (BGP: %s) to every agent, then stopping (lightweight mode, no Kubernetes)", l2check.SVC4, l2check.SVC6, svcBGP)
+	step("controller: pushing Services default/web (L2: %s, %s) and default/api (BGP: %s) and the API servers' endpoints to every agent, then stopping (lightweight mode, no Kubernetes)", l2check.SVC4, l2check.SVC6, svcBGP)
 
 	if _, err := l2check.Push(d.ctx, d.c, in, 30*time.Second); err != nil {
 		return err

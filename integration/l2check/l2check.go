@@ -240,10 +240,11 @@ func (f *forwarders) close() {
 // StartStandIns stands in for kube-proxy on every node: the whoami stand-in
 // (which answers the node's name on standin.WhoamiPort) and an nftables
 // redirect of ips' whoami port to it, as kube-proxy DNATs a service IP to a
-// backend. The IPs stay on no interface.
-func StartStandIns(ctx context.Context, l *lab.Lab, ips ...netip.Addr) error {
-	if _, err := standin.StartAll(ctx, l.Nodes); err != nil {
-		return err
+// backend. The IPs stay on no interface. It returns the stand-ins by node name.
+func StartStandIns(ctx context.Context, l *lab.Lab, ips ...netip.Addr) (map[string]*standin.APIServer, error) {
+	standins, err := standin.StartAll(ctx, l.Nodes)
+	if err != nil {
+		return nil, err
 	}
 
 	var rules strings.Builder
@@ -266,11 +267,11 @@ func StartStandIns(ctx context.Context, l *lab.Lab, ips ...netip.Addr) error {
 		cmd.Stdin = strings.NewReader(rules.String())
 
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("nft in %s: %w\n%s", h.Name, err, out)
+			return nil, fmt.Errorf("nft in %s: %w\n%s", h.Name, err, out)
 		}
 	}
 
-	return nil
+	return standins, nil
 }
 
 // Ownership is one node's L2Ownership of an IP.

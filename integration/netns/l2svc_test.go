@@ -41,7 +41,7 @@ func startL2Lab(t *testing.T, n int) *l2Lab {
 
 	v.ip6 = l2check.SameRankV6(v.ip4, v.names)
 
-	if err := l2check.StartStandIns(t.Context(), l, v.ip4, v.ip6); err != nil {
+	if _, err := l2check.StartStandIns(t.Context(), l, v.ip4, v.ip6); err != nil {
 		t.Fatal(err)
 	}
 

@@ -194,7 +194,7 @@ func TestServiceBGPECMPAndLocalTrafficPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := l2check.StartStandIns(t.Context(), v.lab, bgpSvc4.Addr(), bgpSvc6.Addr()); err != nil {
+	if _, err := l2check.StartStandIns(t.Context(), v.lab, bgpSvc4.Addr(), bgpSvc6.Addr()); err != nil {
 		t.Fatal(err)
 	}
 

@@ -61,7 +61,7 @@ func run(ctx context.Context, trials int) error {
 
 	b := &bench{ctx: ctx, lab: l, ip4: l2check.SVC4, ip6: l2check.SameRankV6(l2check.SVC4, names)}
 
-	if err := l2check.StartStandIns(ctx, l, b.ip4, b.ip6); err != nil {
+	if _, err := l2check.StartStandIns(ctx, l, b.ip4, b.ip6); err != nil {
 		return err
 	}
 
