@@ -79,6 +79,8 @@ type nodeReport struct {
 	ipvs                 []*resourcepb.IPVSStatusSpec
 	proxies              []*resourcepb.ProxyStatusSpec
 	bgpPeers             []*resourcepb.BgpPeerStatusSpec
+	push                 *resourcepb.PushStatusSpec
+	nodeSets             []*resourcepb.NodeSet
 }
 
 // label names the node as users know it.
@@ -136,6 +138,12 @@ func collect(ctx context.Context, a *client.Agent) *nodeReport {
 	read("proxy status", err)
 	n.bgpPeers, err = specsOf[*resourcepb.BgpPeerStatusSpec](ctx, a.State, resources.BGPNamespace, resources.BGPPeerStatusType)
 	read("bgp peers", err)
+
+	pushes, err := specsOf[*resourcepb.PushStatusSpec](ctx, a.State, resources.ConfigNamespace, resources.PushStatusType)
+	read("push status", err)
+	n.push = last(pushes)
+	n.nodeSets, err = specsOf[*resourcepb.NodeSet](ctx, a.State, resources.ServiceNamespace, resources.NodeSetType)
+	read("node sets", err)
 
 	n.readErr = errors.Join(errs...)
 

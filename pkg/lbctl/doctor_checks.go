@@ -2,6 +2,7 @@ package lbctl
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/talos-lb/talos-lb/controller/desired"
 )
 
 // Each check reads the nodes' reports and says what it saw; anything short
@@ -28,6 +31,7 @@ func diagnose(nodes []*nodeReport) []finding {
 
 	for _, check := range []func([]*nodeReport) []finding{
 		checkConfigs, checkVIPSections, checkElection, checkHolders, checkHealth, checkIPVS, checkListeners,
+		checkProxies, checkNodeSets,
 	} {
 		out = append(out, check(answered)...)
 	}
@@ -430,13 +434,78 @@ func checkListeners(nodes []*nodeReport) []finding {
 	return out
 }
 
+// checkProxies: a proxy with no healthy upstream refuses every client, so
+// kubelet and friends on that node lose the API.
+func checkProxies(nodes []*nodeReport) []finding {
+	var out []finding
+
+	for _, n := range nodes {
+		for _, p := range n.proxies {
+			if p.GetState() == "no-healthy-upstream" {
+				out = append(out, finding{sevProblem, "proxy", fmt.Sprintf("%s: proxy %s has no healthy upstream of %d: it refuses every client", n.label(), p.GetName(), p.GetUpstreams()),
+					"lbctl get upstreams -n <node> shows each one's last error; an https check needs the cluster CA in caFile, or kind: tcp"})
+			}
+		}
+	}
+
+	return out
+}
+
+// checkNodeSets reads the controller's last push, as the agents hold it: a
+// node set no node is in means Service IPs nobody announces. The usual cause
+// is Talos's exclude label on every node that could.
+func checkNodeSets(nodes []*nodeReport) []finding {
+	var latest *nodeReport
+
+	for _, n := range nodes {
+		if n.push.GetGeneration() > 0 && (latest == nil || n.push.GetGeneration() > latest.push.GetGeneration()) {
+			latest = n
+		}
+	}
+
+	if latest == nil {
+		return []finding{{sevNotChecked, "kubernetes", "nodes kept out by " + desired.ExcludeLabel, "no lb-controller push has reached an agent yet"}}
+	}
+
+	var out []finding
+
+	for _, set := range latest.nodeSets {
+		if len(set.GetNodes()) > 0 {
+			continue
+		}
+
+		reasons := slices.Collect(maps.Values(set.GetExcluded()))
+		if r := set.GetDefaultReason(); r != "" {
+			reasons = append(reasons, r)
+		}
+
+		slices.Sort(reasons)
+		reasons = slices.Compact(reasons)
+
+		if len(reasons) == 1 && reasons[0] == desired.ReasonExcluded {
+			out = append(out, finding{sevProblem, "kubernetes", fmt.Sprintf("no node may announce the Service IPs of node set %s: every node is %s", set.GetName(), desired.ReasonExcluded),
+				"Talos puts the label on control-plane nodes: delete it there (docs/troubleshooting.md), or run lb-controller with --ignore-exclude-label"})
+
+			continue
+		}
+
+		out = append(out, finding{sevWarning, "kubernetes", fmt.Sprintf("no node may announce the Service IPs of node set %s: %s", set.GetName(), strings.Join(reasons, "; ")),
+			"lbctl --controller get services shows which Services use it"})
+	}
+
+	if len(out) == 0 {
+		out = append(out, finding{sevOK, "kubernetes", fmt.Sprintf("every pushed node set has a node to announce it (push %d, as %s holds it)", latest.push.GetGeneration(), latest.label()), ""})
+	}
+
+	return out
+}
+
 func pendingKubernetesChecks() []finding {
-	const later = "needs the controller (not written yet); meanwhile see docs/troubleshooting.md"
+	const unseen = "the agents cannot see it; see docs/troubleshooting.md"
 
 	return []finding{
-		{sevNotChecked, "kubernetes", "control-plane nodes labelled node.kubernetes.io/exclude-from-external-load-balancers", later},
-		{sevNotChecked, "kubernetes", "kube-proxy in IPVS mode without strictARP", later},
-		{sevNotChecked, "kubernetes", "another LoadBalancer controller answering the same Services", later},
+		{sevNotChecked, "kubernetes", "kube-proxy in IPVS mode without strictARP", unseen},
+		{sevNotChecked, "kubernetes", "another LoadBalancer controller answering the same Services", unseen},
 	}
 }
 

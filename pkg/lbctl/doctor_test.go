@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
+	"github.com/talos-lb/talos-lb/controller/desired"
 )
 
 // healthyCluster: three control-plane agents in one L2 election, cp-2 leads
@@ -136,6 +137,29 @@ func TestDoctorFindings(t *testing.T) {
 			},
 			sevProblem, "ports", "BGP peer tor-a (10.5.0.1) cannot listen", "leave bgp.listenPort unset",
 		},
+		"proxy refuses everyone": {
+			func(n []*nodeReport) {
+				n[3].proxies = []*resourcepb.ProxyStatusSpec{{Name: "kubernetes", State: "no-healthy-upstream", Upstreams: 3}}
+			},
+			sevProblem, "proxy", "proxy kubernetes has no healthy upstream of 3", "caFile",
+		},
+		"exclude label on every node": {
+			func(n []*nodeReport) {
+				n[1].push = &resourcepb.PushStatusSpec{Generation: 7}
+				n[1].nodeSets = []*resourcepb.NodeSet{
+					{Name: "all", Nodes: []string{"w-1"}},
+					{Name: "cp-only", Excluded: map[string]string{"cp-1": desired.ReasonExcluded}, DefaultReason: desired.ReasonExcluded},
+				}
+			},
+			sevProblem, "kubernetes", "node set cp-only: every node is excluded by label", "--ignore-exclude-label",
+		},
+		"node set empty for other reasons": {
+			func(n []*nodeReport) {
+				n[0].push = &resourcepb.PushStatusSpec{Generation: 3}
+				n[0].nodeSets = []*resourcepb.NodeSet{{Name: "local", DefaultReason: desired.ReasonNoLocalEndpoint, Excluded: map[string]string{"cp-1": desired.ReasonNotReady}}}
+			},
+			sevWarning, "kubernetes", "node set local: no local endpoints; node not ready", "lbctl --controller get services",
+		},
 		"config rejected": {
 			func(n []*nodeReport) { n[3].config.LastError = "line 3: node.role: unknown role" },
 			sevWarning, "config", "generation 1 keeps running", "lbctl validate",
@@ -195,4 +219,28 @@ func TestDoctorTalosconfig(t *testing.T) {
 func TestDoctorFailsOnProblems(t *testing.T) {
 	err := printFindings(&bytes.Buffer{}, []finding{{sevProblem, "x", "y", "z"}, {sevWarning, "x", "y", "z"}})
 	require.EqualError(t, err, "1 problem(s) found")
+}
+
+func TestDoctorNodeSetsNeedAPush(t *testing.T) {
+	find := func(nodes []*nodeReport) finding {
+		for _, f := range diagnose(nodes) {
+			if f.check == "kubernetes" && (strings.Contains(f.what, "node set") || strings.Contains(f.what, desired.ExcludeLabel)) {
+				return f
+			}
+		}
+
+		t.Fatal("no node set finding")
+
+		return finding{}
+	}
+
+	nodes := healthyCluster()
+	assert.Equal(t, sevNotChecked, find(nodes).sev, "nothing pushed yet: nothing to say")
+
+	nodes[2].push = &resourcepb.PushStatusSpec{Generation: 4}
+	nodes[2].nodeSets = []*resourcepb.NodeSet{{Name: "all", Nodes: []string{"cp-1", "w-1"}}}
+
+	f := find(nodes)
+	assert.Equal(t, sevOK, f.sev)
+	assert.Contains(t, f.what, "push 4, as cp-3")
 }
