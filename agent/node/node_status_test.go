@@ -33,6 +33,11 @@ func (f *fakeAddresses) Watch(ctx context.Context, changed chan<- struct{}) erro
 	f.changed = changed
 	f.mu.Unlock()
 	close(f.ready)
+
+	select { // subscribed: as the kernel's source does
+	case changed <- struct{}{}:
+	default:
+	}
 	<-ctx.Done()
 
 	return nil

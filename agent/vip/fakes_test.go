@@ -29,6 +29,7 @@ func (linkChanges) Addresses() ([]netip.Prefix, error) { return nil, nil }
 func (c linkChanges) Watch(ctx context.Context, changed chan<- struct{}) error {
 	c.f.mu.Lock()
 	c.f.watchers = append(c.f.watchers, changed)
+	c.f.notify() // subscribed: as the kernel's source does
 	c.f.mu.Unlock()
 
 	<-ctx.Done()

@@ -27,7 +27,10 @@ func NewHandle() (*netlink.Handle, error) {
 type AddressSource interface {
 	// Addresses returns the global unicast addresses with their prefix length, sorted.
 	Addresses() ([]netip.Prefix, error)
-	// Watch sends on changed (without blocking) whenever addresses may have changed, until ctx ends.
+	// Watch sends on changed (without blocking) whenever addresses may have
+	// changed, until ctx ends; and once as soon as it is subscribed, since a
+	// change between the caller's first read and the subscription would
+	// otherwise go unheard.
 	Watch(ctx context.Context, changed chan<- struct{}) error
 }
 
@@ -79,6 +82,15 @@ func (NetlinkAddresses) Watch(ctx context.Context, changed chan<- struct{}) erro
 		return fmt.Errorf("subscribing to address changes: %w", err)
 	}
 
+	notify := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+
+	notify()
+
 	for {
 		select {
 		case <-ctx.Done():
@@ -88,10 +100,7 @@ func (NetlinkAddresses) Watch(ctx context.Context, changed chan<- struct{}) erro
 				return fmt.Errorf("address subscription closed")
 			}
 
-			select {
-			case changed <- struct{}{}:
-			default:
-			}
+			notify()
 		}
 	}
 }
