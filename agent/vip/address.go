@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/cosi-project/runtime/pkg/controller"
@@ -25,9 +27,17 @@ import (
 // them, and removes them when it stops holding them or the agent stops. It
 // only ever removes addresses it added: those are recorded on disk before
 // they are added, so a restarted agent also cleans up after a crash.
+//
+// In BGP mode a crash is different: routers that keep the node's routes
+// through a graceful restart go on sending it the VIP's traffic, so the
+// VIPs its predecessor left on lo stay until the health gate's first
+// verdict (at most LeftoverHold), instead of going for the ~0.2 s the
+// check takes to pass again.
 type AddressController struct {
 	Links     netutil.Links
 	Announcer l2.Announcer
+	// LeftoverHold bounds how long BGP-mode leftovers wait for a verdict; default 10 s.
+	LeftoverHold time.Duration
 }
 
 // Name implements controller.Controller.
@@ -56,6 +66,9 @@ type held struct {
 	stopAnnounce  context.CancelFunc
 	announcements uint32
 	lastError     string
+	// adoptedUntil: a BGP-mode leftover of the previous run, kept until the
+	// health gate decides or this time passes; zero once held as usual.
+	adoptedUntil time.Time
 }
 
 func (h *held) id() string {
@@ -72,7 +85,10 @@ func (ctrl *AddressController) Run(ctx context.Context, r controller.Runtime, lo
 	addrs := map[string]*held{}
 	results := make(chan announced)
 
-	var rec *record
+	var (
+		rec      *record
+		adoption <-chan time.Time // the leftovers' hold runs out
+	)
 
 	// Whatever happens, what we added goes away with us.
 	defer func() {
@@ -87,6 +103,8 @@ func (ctrl *AddressController) Run(ctx context.Context, r controller.Runtime, lo
 		case <-ctx.Done():
 			return nil
 		case <-r.EventCh():
+		case <-adoption:
+			adoption = nil
 		case res := <-results:
 			h, ok := addrs[res.id]
 			if !ok {
@@ -109,21 +127,33 @@ func (ctrl *AddressController) Run(ctx context.Context, r controller.Runtime, lo
 
 		if rec == nil && cfg != nil {
 			rec = openRecord(cfg.TypedSpec().Value.GetStateDir())
-			ctrl.cleanLeftovers(rec, logger)
+			if ctrl.handleLeftovers(rec, cfg.TypedSpec().Value, addrs, logger) {
+				adoption = time.After(ctrl.leftoverHold())
+			}
 		}
 
-		want, err := wanted(ctx, r, cfg)
+		want, waiting, err := wanted(ctx, r, cfg)
 		if err != nil {
 			return err
 		}
 
 		r.StartTrackingOutputs()
 
+		now := time.Now()
+
 		for id, h := range addrs {
-			if _, ok := want[id]; !ok {
-				ctrl.release(h, rec, logger)
-				delete(addrs, id)
+			if _, ok := want[id]; ok {
+				h.adoptedUntil = time.Time{}
+
+				continue
 			}
+
+			if wait, spoken := waiting[id]; now.Before(h.adoptedUntil) && (wait || !spoken) {
+				continue
+			}
+
+			ctrl.release(h, rec, logger)
+			delete(addrs, id)
 		}
 
 		for id, h := range want {
@@ -153,24 +183,25 @@ func (ctrl *AddressController) Run(ctx context.Context, r controller.Runtime, lo
 	}
 }
 
-// wanted lists the addresses VIPStatus says this node holds.
-func wanted(ctx context.Context, r controller.Reader, cfg *resources.VIPConfig) (map[string]*held, error) {
-	want := map[string]*held{}
+// wanted lists the addresses VIPStatus says this node holds, and says of
+// the others whether it does not hold them only for want of a verdict yet
+// (true: no health result, or a leftover the status saw before this
+// controller claimed it) or for good (false). An address it has not spoken
+// of is missing from waiting.
+func wanted(ctx context.Context, r controller.Reader, cfg *resources.VIPConfig) (want map[string]*held, waiting map[string]bool, err error) {
+	want, waiting = map[string]*held{}, map[string]bool{}
 
 	if cfg == nil {
-		return want, nil
+		return want, waiting, nil
 	}
 
 	statuses, err := safe.ReaderListAll[*resources.VIPStatus](ctx, r)
 	if err != nil {
-		return nil, fmt.Errorf("listing vip statuses: %w", err)
+		return nil, nil, fmt.Errorf("listing vip statuses: %w", err)
 	}
 
 	for s := range statuses.All() {
 		spec := s.TypedSpec().Value
-		if !spec.GetHolding() {
-			continue
-		}
 
 		ip, err := netip.ParseAddr(spec.GetAddress())
 		if err != nil {
@@ -178,10 +209,17 @@ func wanted(ctx context.Context, r controller.Reader, cfg *resources.VIPConfig) 
 		}
 
 		h := &held{link: spec.GetLink(), prefix: netip.PrefixFrom(ip, ip.BitLen())}
-		want[h.id()] = h
+
+		reason := spec.GetReason()
+
+		if spec.GetHolding() {
+			want[h.id()] = h
+		} else {
+			waiting[h.id()] = strings.HasSuffix(reason, healthUnknown) || strings.Contains(reason, notOurs)
+		}
 	}
 
-	return want, nil
+	return want, waiting, nil
 }
 
 // take records the address as ours (on disk and as a resource) before adding
@@ -236,11 +274,43 @@ func (ctrl *AddressController) release(h *held, rec *record, logger *zap.Logger)
 	logger.Info("VIP removed", zap.String("address", h.prefix.String()), zap.String("link", h.link))
 }
 
-// cleanLeftovers removes what a previous run added and did not live to remove.
-func (ctrl *AddressController) cleanLeftovers(rec *record, logger *zap.Logger) {
-	for _, e := range rec.entries() {
-		ctrl.release(&held{link: e.Link, prefix: e.Prefix}, rec, logger)
+// handleLeftovers deals with what a previous run added and did not live to
+// remove: removed, except BGP-mode VIPs still on their link, which are kept
+// in addrs for the health gate to decide (it says whether it kept any).
+func (ctrl *AddressController) handleLeftovers(rec *record, spec *resourcepb.VipConfigSpec, addrs map[string]*held, logger *zap.Logger) bool {
+	var present []netip.Prefix
+
+	if spec.GetMode() == "bgp" {
+		present, _ = ctrl.Links.Addresses(spec.GetLink()) //nolint:errcheck // a missing link keeps nothing
 	}
+
+	adopted := false
+
+	for _, e := range rec.entries() {
+		h := &held{link: e.Link, prefix: e.Prefix}
+
+		if e.Link == spec.GetLink() && slices.Contains(present, e.Prefix) && slices.Contains(spec.GetAddresses(), e.Prefix.Addr().String()) {
+			h.addedAt, h.adoptedUntil = time.Now(), time.Now().Add(ctrl.leftoverHold())
+			addrs[h.id()] = h
+			adopted = true
+
+			logger.Info("VIP left by the previous run kept until the health check decides", zap.String("address", h.prefix.String()), zap.String("link", h.link))
+
+			continue
+		}
+
+		ctrl.release(h, rec, logger)
+	}
+
+	return adopted
+}
+
+func (ctrl *AddressController) leftoverHold() time.Duration {
+	if ctrl.LeftoverHold > 0 {
+		return ctrl.LeftoverHold
+	}
+
+	return 10 * time.Second
 }
 
 // announce sends a burst on takeover, then one every refresh, so both caches

@@ -113,3 +113,10 @@ func (c *countingAnnouncer) sent(ip netip.Addr) int {
 
 	return c.count[ip]
 }
+
+func (f *fakeLinks) removedList() []netip.Prefix {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+
+	return slices.Clone(f.removed)
+}

@@ -174,6 +174,12 @@ func bgpReason(ctx context.Context, r controller.Reader, spec *resourcepb.VipCon
 	return healthReason(ctx, r, spec.GetHealthCheck())
 }
 
+// healthUnknown ends the reason of a node whose health gate has no verdict yet.
+const healthUnknown = " health unknown"
+
+// notOurs marks the reason of a VIP on its link that talos-lb did not add.
+const notOurs = "not added by talos-lb"
+
 // healthReason is why the health gate keeps this node from holding, or "".
 func healthReason(ctx context.Context, r controller.Reader, check string) (string, error) {
 	if check == "" {
@@ -187,11 +193,11 @@ func healthReason(ctx context.Context, r controller.Reader, check string) (strin
 
 	switch {
 	case h == nil:
-		return check + " health unknown", nil
+		return check + healthUnknown, nil
 	case h.TypedSpec().Value.GetHealthy():
 		return "", nil
 	case h.TypedSpec().Value.GetState() == "unknown":
-		return check + " health unknown", nil
+		return check + healthUnknown, nil
 	default:
 		return fmt.Sprintf("%s unhealthy: %s", check, h.TypedSpec().Value.GetLastError()), nil
 	}
@@ -228,7 +234,7 @@ func addressProblem(vip, link string, routed bool, linkAddrs []netip.Prefix, lin
 
 	for _, p := range linkAddrs {
 		if p.Addr() == ip && !ours[ip] {
-			return fmt.Sprintf("%s is already an address of %s, not added by talos-lb (a VIP must not be a node address)", ip, link)
+			return fmt.Sprintf("%s is already an address of %s, %s (a VIP must not be a node address)", ip, link, notOurs)
 		}
 
 		// Our own VIPs are no subnet to reach a VIP through.

@@ -33,6 +33,13 @@ type fixture struct {
 func setup(t *testing.T, links map[string][]netip.Prefix) *fixture {
 	t.Helper()
 
+	return setupHold(t, links, 0)
+}
+
+// setupHold is setup with the AddressController's LeftoverHold.
+func setupHold(t *testing.T, links map[string][]netip.Prefix, hold time.Duration) *fixture {
+	t.Helper()
+
 	f := &fixture{
 		links: &fakeLinks{links: links},
 		ann:   &countingAnnouncer{count: map[netip.Addr]int{}},
@@ -41,7 +48,7 @@ func setup(t *testing.T, links map[string][]netip.Prefix) *fixture {
 
 	f.h = ctest.New(t,
 		&vip.StatusController{Links: f.links, Changes: linkChanges{f.links}},
-		&vip.AddressController{Links: f.links, Announcer: f.ann},
+		&vip.AddressController{Links: f.links, Announcer: f.ann, LeftoverHold: hold},
 	)
 
 	f.config = resources.NewVIPConfig()
@@ -162,6 +169,64 @@ func TestLeftoversOfACrashAreRemovedAtStart(t *testing.T) {
 
 	require.Eventually(t, func() bool { return !f.links.has("eth0", vip4) }, 5*time.Second, 10*time.Millisecond)
 	f.assertReason(t, "10.0.0.100", "not leader (cp-2 is)")
+}
+
+// bgpLeftover sets f up as an agent restarted after a crash in BGP mode:
+// its predecessor's VIP still on lo, and recorded as ours.
+func bgpLeftover(t *testing.T, hold time.Duration) *fixture {
+	t.Helper()
+
+	links := lanLinks()
+	links["lo"] = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/8"), vip4}
+	f := setupHold(t, links, hold)
+
+	require.NoError(t, os.MkdirAll(filepath.Join(f.state, "vip"), 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(f.state, "vip", "addresses.json"), []byte(`[{"link":"lo","prefix":"10.0.0.100/32"}]`), 0o600))
+
+	f.config.TypedSpec().Value.Mode = "bgp"
+	f.config.TypedSpec().Value.Link = "lo"
+	f.config.TypedSpec().Value.Addresses = []string{vip4.Addr().String()}
+
+	return f
+}
+
+// Routers that keep a crashed node's routes (graceful restart) still send it
+// the VIP's traffic: the restarted agent keeps the VIP its predecessor left
+// on lo while the health gate has no verdict, and holds it on as usual when
+// the verdict is good. It never leaves lo meanwhile.
+func TestBGPLeftoverStaysThroughTheFirstHealthVerdict(t *testing.T) {
+	f := bgpLeftover(t, time.Minute)
+	f.h.Create(f.config)
+
+	f.assertReason(t, "10.0.0.100", "apiserver health unknown")
+	time.Sleep(200 * time.Millisecond) // passes of both controllers
+	assert.Empty(t, f.links.removedList(), "the VIP left lo before the health gate decided")
+
+	f.health("healthy")
+	f.assertReason(t, "10.0.0.100", "")
+	time.Sleep(100 * time.Millisecond)
+
+	assert.True(t, f.links.has("lo", vip4))
+	assert.Empty(t, f.links.removedList(), "the VIP left lo while the node was about to hold it")
+
+	// From here on it is held as usual: a failing gate takes it away.
+	f.health("unhealthy")
+	require.Eventually(t, func() bool { return !f.links.has("lo", vip4) }, 5*time.Second, 10*time.Millisecond)
+}
+
+// A verdict against the node, or none within LeftoverHold, removes the leftover.
+func TestBGPLeftoverGoesOnABadVerdictOrNone(t *testing.T) {
+	f := bgpLeftover(t, time.Minute)
+	f.health("unhealthy")
+	f.h.Create(f.config)
+
+	require.Eventually(t, func() bool { return !f.links.has("lo", vip4) }, 5*time.Second, 10*time.Millisecond)
+
+	g := bgpLeftover(t, 300*time.Millisecond)
+	g.h.Create(g.config)
+
+	g.assertReason(t, "10.0.0.100", "apiserver health unknown")
+	require.Eventually(t, func() bool { return !g.links.has("lo", vip4) }, 5*time.Second, 10*time.Millisecond)
 }
 
 func TestHolderBalancesOverHealthyAPIServers(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"github.com/talos-lb/talos-lb/integration/cluster"
 	"github.com/talos-lb/talos-lb/integration/lab"
 	"github.com/talos-lb/talos-lb/integration/standin"
+	"github.com/talos-lb/talos-lb/integration/vipcheck"
 )
 
 // Graceful restart (RFC 4724) against real routers. A SIGKILLed agent still
@@ -52,21 +53,37 @@ type route struct {
 
 func (r route) String() string { return r.vip.String() + " via " + r.hop.String() }
 
-// hopWatch samples the router's kernel routes every few milliseconds and
-// records every sample a watched next hop was missing from.
-type hopWatch struct {
+// presence is something a watch samples: whether it is there now.
+type presence struct {
+	name string
+	here func() (bool, error)
+}
+
+// hopPresence is a next hop in the router's kernel routes.
+func hopPresence(l *lab.Lab, r route) presence {
+	return presence{name: r.String() + " in the router's kernel routes", here: func() (bool, error) {
+		got, err := bgpcheck.NextHops(l, r.vip)
+
+		return slices.Contains(got, r.hop), err
+	}}
+}
+
+// watch samples what it watches every few milliseconds and records every
+// sample each was missing from (a sample that could not be read counts
+// neither way).
+type watch struct {
 	mu      sync.Mutex
-	missing map[route][]time.Time
+	missing map[string][]time.Time
 	samples int
 	stop    chan struct{}
 	done    chan struct{}
 	once    sync.Once
 }
 
-func watchHops(t *testing.T, l *lab.Lab, routes ...route) *hopWatch {
+func startWatch(t *testing.T, what ...presence) *watch {
 	t.Helper()
 
-	w := &hopWatch{missing: map[route][]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
+	w := &watch{missing: map[string][]time.Time{}, stop: make(chan struct{}), done: make(chan struct{})}
 
 	go func() {
 		defer close(w.done)
@@ -78,8 +95,8 @@ func watchHops(t *testing.T, l *lab.Lab, routes ...route) *hopWatch {
 			default:
 			}
 
-			for _, r := range routes {
-				got, err := bgpcheck.NextHops(l, r.vip)
+			for _, p := range what {
+				here, err := p.here()
 				now := time.Now()
 
 				if err != nil {
@@ -89,8 +106,8 @@ func watchHops(t *testing.T, l *lab.Lab, routes ...route) *hopWatch {
 				w.mu.Lock()
 				w.samples++
 
-				if !slices.Contains(got, r.hop) {
-					w.missing[r] = append(w.missing[r], now)
+				if !here {
+					w.missing[p.name] = append(w.missing[p.name], now)
 				}
 				w.mu.Unlock()
 			}
@@ -104,13 +121,24 @@ func watchHops(t *testing.T, l *lab.Lab, routes ...route) *hopWatch {
 	return w
 }
 
-func (w *hopWatch) finish() {
+func watchHops(t *testing.T, l *lab.Lab, routes ...route) *watch {
+	t.Helper()
+
+	what := make([]presence, 0, len(routes))
+	for _, r := range routes {
+		what = append(what, hopPresence(l, r))
+	}
+
+	return startWatch(t, what...)
+}
+
+func (w *watch) finish() {
 	w.once.Do(func() { close(w.stop) })
 	<-w.done
 }
 
-// result stops the watch: the samples each route was missing in, and how many samples were taken.
-func (w *hopWatch) result() (map[route][]time.Time, int) {
+// result stops the watch: the samples each was missing in, and how many samples were taken.
+func (w *watch) result() (map[string][]time.Time, int) {
 	w.finish()
 
 	w.mu.Lock()
@@ -351,7 +379,16 @@ func TestBGPGracefulRestartKeepsNextHopOverAgentRestart(t *testing.T) {
 	// (c) Graceful restart: node-2's next hops stay while its agent is down
 	// (its TCP sessions are closed, BIRD keeps the routes as stale) and
 	// through the restart, which refreshes them.
-	watch := watchHops(t, g.lab, routes(node2)...)
+	// And the VIPs on node-2's lo, which the restarted agent must not drop
+	// while the router keeps sending their traffic there.
+	what := make([]presence, 0, 4)
+	for _, r := range routes(node2) {
+		what = append(what, hopPresence(g.lab, r), presence{name: r.vip.Addr().String() + " on node-2's lo", here: func() (bool, error) {
+			return vipcheck.HasAddressOn(node2, "lo", r.vip.Addr())
+		}})
+	}
+
+	watch := startWatch(t, what...)
 	killed = g.kill("node-2")
 
 	for _, r := range routes(node2) {
@@ -413,9 +450,9 @@ func TestBGPGracefulRestartKeepsNextHopOverAgentRestart(t *testing.T) {
 	time.Sleep(2 * time.Second)
 
 	missing, samples := watch.result()
-	for r, m := range missing {
-		t.Errorf("node-2's %s was missing from the router's kernel routes in %d of %d samples, first %v and last %v after SIGKILL",
-			r, len(m), samples, m[0].Sub(killed).Round(time.Millisecond), m[len(m)-1].Sub(killed).Round(time.Millisecond))
+	for what, m := range missing {
+		t.Errorf("%s was missing in %d of %d samples, first %v and last %v after SIGKILL",
+			what, len(m), samples, m[0].Sub(killed).Round(time.Millisecond), m[len(m)-1].Sub(killed).Round(time.Millisecond))
 	}
 
 	t.Logf("node-2 restarted %v after SIGKILL, sessions back after %v; its next hops were there in all %d samples",
@@ -705,8 +742,8 @@ func TestBGPGracefulRestartAgainstFRR(t *testing.T) {
 	time.Sleep(2 * time.Second)
 
 	missing, samples := watch.result()
-	for r, m := range missing {
-		t.Errorf("node-2's %s was missing from the router's kernel routes in %d of %d samples, first %v after SIGKILL", r, len(m), samples, m[0].Sub(killed).Round(time.Millisecond))
+	for what, m := range missing {
+		t.Errorf("%s was missing in %d of %d samples, first %v after SIGKILL", what, len(m), samples, m[0].Sub(killed).Round(time.Millisecond))
 	}
 
 	t.Logf("node-2 restarted %v after SIGKILL, path refreshed (not stale) after %v; its next hop was there in all %d samples; neighbor: %v",

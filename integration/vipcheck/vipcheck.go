@@ -173,10 +173,15 @@ func FirstAnswer(ctx context.Context, client *lab.Host, ip netip.Addr, not strin
 
 // HasAddress says whether the node's eth0 carries ip.
 func HasAddress(h *lab.Host, ip netip.Addr) (bool, error) {
+	return HasAddressOn(h, "eth0", ip)
+}
+
+// HasAddressOn says whether the node's link carries ip.
+func HasAddressOn(h *lab.Host, link string, ip netip.Addr) (bool, error) {
 	var found bool
 
 	err := h.Do(func() error {
-		addrs, err := netutil.NetlinkLinks{}.Addresses("eth0")
+		addrs, err := netutil.NetlinkLinks{}.Addresses(link)
 		for _, p := range addrs {
 			if p.Addr() == ip {
 				found = true
