@@ -79,7 +79,7 @@ func (ctrl *Controller) Outputs() []controller.Output {
 type running struct {
 	b       Balancer
 	spec    *resourcepb.ProxyConfigSpec // as configured, plus pushed upstreams
-	pushed  map[string]bool             // upstreams only the push named
+	pushed  map[string]bool             // upstreams only the push named, draining ones included
 	bindErr error
 	state   string
 	since   time.Time
@@ -182,6 +182,17 @@ func (ctrl *Controller) reconcile(
 
 		if !maps.Equal(p.pushed, pushed) {
 			logger.Info("pushed upstreams changed", zap.String("proxy", name), zap.Strings("pushed", slices.Sorted(maps.Keys(pushed))))
+		}
+
+		// One the push dropped drains, and still came from the push.
+		for addr := range p.pushed {
+			if !slices.Contains(spec.GetUpstreams(), addr) {
+				if pushed == nil {
+					pushed = map[string]bool{}
+				}
+
+				pushed[addr] = true
+			}
 		}
 
 		p.spec, p.pushed = spec, pushed

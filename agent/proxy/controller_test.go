@@ -215,6 +215,7 @@ func TestControllerAddsPushedAPIEndpoints(t *testing.T) {
 	ctest.AssertResource(h, resources.UpstreamStatusID("kubernetes", pushed.Addr()), func(r *resources.UpstreamStatus, a *assert.Assertions) {
 		a.Equal("draining", r.TypedSpec().Value.GetState())
 		a.Equal(uint64(2), r.TypedSpec().Value.GetActive(), "a dropped endpoint cut its connections")
+		a.True(r.TypedSpec().Value.GetPushed(), "a draining upstream still came from the push")
 	})
 }
 
