@@ -68,7 +68,7 @@ func (g *GoBGP) Apply(ctx context.Context, d Desired) (Result, error) {
 
 	// Identity changes and stuck sessions need a new server; peers and paths are replayed below.
 	if g.server != nil && (g.global != d.Global || g.stuck(ctx)) {
-		g.stopServer(ctx)
+		g.stopServer()
 	}
 
 	if g.server == nil {
@@ -250,11 +250,10 @@ func listenPort(p int32) int32 {
 	return p
 }
 
-func (g *GoBGP) stopServer(ctx context.Context) {
-	if err := g.server.StopBgp(ctx, &api.StopBgpRequest{}); err != nil {
-		g.log.Warn("stopping BGP", slog.String("error", err.Error()))
-	}
-
+// stopServer closes every session (with a Cease) and stops BFD. GoBGP's
+// Stop does both; calling StopBgp first made it log "failed to stop BGP
+// server: not running" on every shutdown.
+func (g *GoBGP) stopServer() {
 	g.server.Stop()
 	g.server = nil
 }
@@ -534,14 +533,14 @@ func (g *GoBGP) Peers(ctx context.Context) ([]PeerState, error) {
 }
 
 // Stop implements Speaker.
-func (g *GoBGP) Stop(ctx context.Context) error {
+func (g *GoBGP) Stop(context.Context) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 
 	g.stopped = true
 
 	if g.server != nil {
-		g.stopServer(ctx)
+		g.stopServer()
 	}
 
 	return nil

@@ -1,6 +1,7 @@
 package speaker_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -247,4 +248,19 @@ func TestPerPeerLocalASN(t *testing.T) {
 
 	require.Equal(t, fmt.Sprintf("{AsPath: %d}", nodeASN), gotA["10.99.1.1/32"])
 	require.Equal(t, "{AsPath: 64600}", gotB["10.99.1.1/32"])
+}
+
+// Stopping the speaker is quiet: GoBGP's own Stop closes the sessions, and a
+// second StopBgp before it made it log an error on every shutdown.
+func TestStopLogsNoError(t *testing.T) {
+	var logs bytes.Buffer
+
+	sp := speaker.NewGoBGP(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+
+	_, err := sp.Apply(t.Context(), speaker.Desired{Global: speaker.Global{ASN: nodeASN, RouterID: netip.MustParseAddr("127.0.0.1")}})
+	require.NoError(t, err)
+	require.NoError(t, sp.Stop(t.Context()))
+
+	require.NotContains(t, logs.String(), "level=ERROR")
+	require.NotContains(t, logs.String(), "not running")
 }
