@@ -15,8 +15,8 @@ import (
 
 	resourcepb "github.com/talos-lb/talos-lb/api/resource/v1alpha1"
 	"github.com/talos-lb/talos-lb/controller/push"
+	"github.com/talos-lb/talos-lb/integration/l2check"
 	"github.com/talos-lb/talos-lb/pkg/nettest"
-	"github.com/talos-lb/talos-lb/pkg/pki"
 )
 
 // greeter is an upstream that tells each client its name.
@@ -154,15 +154,7 @@ func (e *env) appendConfig(yaml string) {
 func (e *env) push(state *resourcepb.NodeDesiredState) {
 	e.t.Helper()
 
-	var pems [3][]byte
-
-	for i, name := range []string{"ca.crt", "controller.crt", "controller.key"} {
-		var err error
-		pems[i], err = os.ReadFile(filepath.Join(e.dir, "secrets", name))
-		require.NoError(e.t, err)
-	}
-
-	tlsConfig, err := pki.ClientTLS(pems[0], pems[1], pems[2], pki.AgentServerName)
+	tlsConfig, err := l2check.ControllerTLS(filepath.Join(e.dir, "secrets"))
 	require.NoError(e.t, err)
 
 	sender := push.NewGRPCSender(tlsConfig)

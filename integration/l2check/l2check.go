@@ -77,7 +77,7 @@ func Input(c *cluster.Cluster, ips []netip.Addr, endpointNodes []string) *desire
 // controller is down afterwards. It returns what the agents said they
 // announce.
 func Push(ctx context.Context, c *cluster.Cluster, in *desired.Input, timeout time.Duration) (map[string][]string, error) {
-	tlsConfig, err := ControllerTLS(c)
+	tlsConfig, err := ControllerTLS(c.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -142,14 +142,14 @@ func Push(ctx context.Context, c *cluster.Cluster, in *desired.Input, timeout ti
 	}
 }
 
-// ControllerTLS is the controller role's client TLS for the cluster's
-// agents, from the lab's secrets.
-func ControllerTLS(c *cluster.Cluster) (*tls.Config, error) {
+// ControllerTLS is the controller role's client TLS for agents, from the
+// ca.crt, controller.crt and controller.key that lbctl gen secrets wrote to dir.
+func ControllerTLS(dir string) (*tls.Config, error) {
 	var pems [3][]byte
 
 	for i, name := range []string{"ca.crt", "controller.crt", "controller.key"} {
 		var err error
-		if pems[i], err = os.ReadFile(filepath.Join(c.Dir, name)); err != nil {
+		if pems[i], err = os.ReadFile(filepath.Join(dir, name)); err != nil {
 			return nil, err
 		}
 	}
@@ -588,86 +588,6 @@ func Workers() cluster.Options {
 	return cluster.Options{Node: func(int, *lab.Host) cluster.NodeConfig {
 		return cluster.NodeConfig{Role: "worker", Extra: AgentConfig}
 	}}
-}
-
-// Answerers asks for an IPv4 address's MAC from the client every ~20 ms and
-// records when more than one MAC answered in a round.
-type Answerers struct {
-	mu     sync.Mutex
-	rounds int
-	split  []time.Time
-	stop   context.CancelFunc
-	done   chan struct{}
-}
-
-// StartAnswerers starts sampling; Finish stops it.
-func StartAnswerers(ctx context.Context, client *lab.Host, ip netip.Addr) (*Answerers, error) {
-	var c *arp.Client
-
-	if err := client.Do(func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-
-		c, err = arp.Dial(ifi)
-
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("ARP client: %w", err)
-	}
-
-	ctx, cancel := context.WithCancel(ctx)
-	a := &Answerers{stop: cancel, done: make(chan struct{})}
-
-	go func() {
-		defer close(a.done)
-		defer c.Close() //nolint:errcheck
-
-		for ctx.Err() == nil {
-			if err := c.Request(ip); err != nil {
-				time.Sleep(10 * time.Millisecond)
-
-				continue
-			}
-
-			seen := map[string]bool{}
-			c.SetReadDeadline(time.Now().Add(20 * time.Millisecond)) //nolint:errcheck
-
-			for {
-				p, _, err := c.Read()
-				if err != nil {
-					break
-				}
-
-				if p.Operation == arp.OperationReply && p.SenderIP == ip {
-					seen[p.SenderHardwareAddr.String()] = true
-				}
-			}
-
-			a.mu.Lock()
-			a.rounds++
-
-			if len(seen) > 1 {
-				a.split = append(a.split, time.Now())
-			}
-			a.mu.Unlock()
-		}
-	}()
-
-	return a, nil
-}
-
-// Finish stops sampling and returns the rounds and the times of the rounds
-// in which two or more MACs answered.
-func (a *Answerers) Finish() (int, []time.Time) {
-	a.stop()
-	<-a.done
-
-	a.mu.Lock()
-	defer a.mu.Unlock()
-
-	return a.rounds, a.split
 }
 
 // WaitClient waits until the client reaches ip on owner: owner answers ARP

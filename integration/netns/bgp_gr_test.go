@@ -147,6 +147,27 @@ func (w *watch) result() (map[string][]time.Time, int) {
 	return w.missing, w.samples
 }
 
+// startGRAgents starts the lab's agents with bgpcheck's config: node-1 and
+// node-2 with graceful restart, node-3 (the control) without.
+func startGRAgents(t *testing.T, l *lab.Lab, opts bgpcheck.Options) *cluster.Cluster {
+	t.Helper()
+
+	withGR, without := grConfig(t, opts, grRestartTime), bgpcheck.Config(opts)
+
+	c, err := cluster.Start(t.Context(), l, cluster.Options{Node: func(i int, _ *lab.Host) cluster.NodeConfig {
+		if i == 2 {
+			return cluster.NodeConfig{Role: "controlplane", Extra: without}
+		}
+
+		return cluster.NodeConfig{Role: "controlplane", Extra: withGR}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	return c
+}
+
 type grLab struct {
 	*bgpLab
 }
@@ -168,19 +189,7 @@ func startGRLab(t *testing.T) *grLab {
 		t.Fatal(err)
 	}
 
-	opts := bgpcheck.Options{IPv6: true}
-	withGR, without := grConfig(t, opts, grRestartTime), bgpcheck.Config(opts)
-
-	c, err := cluster.Start(t.Context(), l, cluster.Options{Node: func(i int, _ *lab.Host) cluster.NodeConfig {
-		if i == 2 {
-			return cluster.NodeConfig{Role: "controlplane", Extra: without}
-		}
-
-		return cluster.NodeConfig{Role: "controlplane", Extra: withGR}
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := startGRAgents(t, l, bgpcheck.Options{IPv6: true})
 
 	return &grLab{&bgpLab{vipLab: &vipLab{t: t, lab: l, cluster: c, apis: apis}, bird: bird}}
 }
@@ -650,18 +659,7 @@ func TestBGPGracefulRestartAgainstFRR(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	withGR, without := grConfig(t, bgpcheck.Options{}, grRestartTime), bgpcheck.Config(bgpcheck.Options{})
-
-	c, err := cluster.Start(t.Context(), l, cluster.Options{Node: func(i int, _ *lab.Host) cluster.NodeConfig {
-		if i == 2 {
-			return cluster.NodeConfig{Role: "controlplane", Extra: without}
-		}
-
-		return cluster.NodeConfig{Role: "controlplane", Extra: withGR}
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := startGRAgents(t, l, bgpcheck.Options{})
 
 	if _, err := bgpcheck.WaitNextHops(l, bgpcheck.VIP4, 3, 30*time.Second); err != nil {
 		t.Fatal(err)

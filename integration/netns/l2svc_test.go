@@ -360,7 +360,7 @@ func TestL2ServicePartition(t *testing.T) {
 	h := l2check.Node(v.lab, owner)
 	rest := slices.DeleteFunc(slices.Clone(v.lab.Nodes), func(n *lab.Host) bool { return n == h })
 
-	sampler, err := l2check.StartAnswerers(t.Context(), v.lab.Client, v.ip4)
+	sampler, err := vipcheck.StartARPSampler(t.Context(), v.lab.Client, v.ip4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,21 +408,21 @@ func TestL2ServicePartition(t *testing.T) {
 
 	time.Sleep(time.Second)
 
-	rounds, split := sampler.Finish()
+	rounds, _, split := sampler.Finish()
 	if len(split) == 0 {
 		t.Fatalf("no two answerers seen in %d rounds: the partition did not split the gossip", rounds)
 	}
 
 	t.Logf("partition case: two MACs answered in %d of %d ARP rounds, from %v after the cut to %v after the heal; "+
 		"ownership merged %v after the heal, the client's entry back on %s %v after the heal",
-		len(split), rounds, split[0].Sub(cut).Round(time.Millisecond), split[len(split)-1].Sub(heal).Round(time.Millisecond),
+		len(split), rounds, split[0].At.Sub(cut).Round(time.Millisecond), split[len(split)-1].At.Sub(heal).Round(time.Millisecond),
 		merged.Round(time.Millisecond), owner, back.Round(time.Millisecond))
 
 	if final != owner {
 		t.Errorf("after the heal %s owns %s, ranking says %s", final, v.ip4, owner)
 	}
 
-	if last := split[len(split)-1]; last.After(heal.Add(merged + time.Second)) {
+	if last := split[len(split)-1].At; last.After(heal.Add(merged + time.Second)) {
 		t.Errorf("two answerers %v after the heal, ownership merged after %v", last.Sub(heal), merged)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -221,10 +222,20 @@ func WaitReleased(h *lab.Host, ip netip.Addr, timeout time.Duration) error {
 type ARPSampler struct {
 	mu     sync.Mutex
 	rounds int
-	split  []string
+	split  []Split
 	macs   map[string]int
 	done   chan struct{}
 	stop   context.CancelFunc
+}
+
+// Split is a round in which more than one MAC answered.
+type Split struct {
+	At   time.Time
+	MACs []string
+}
+
+func (s Split) String() string {
+	return fmt.Sprintf("%s: %v", s.At.Format(time.StampMilli), s.MACs)
 }
 
 // StartARPSampler starts sampling; Finish stops it.
@@ -285,7 +296,7 @@ func (s *ARPSampler) run(ctx context.Context, c *arp.Client, ip netip.Addr) {
 		}
 
 		if len(seen) > 1 {
-			s.split = append(s.split, fmt.Sprintf("%s: %v", time.Now().Format(time.StampMilli), seen))
+			s.split = append(s.split, Split{At: time.Now(), MACs: slices.Sorted(maps.Keys(seen))})
 		}
 		s.mu.Unlock()
 	}
@@ -293,7 +304,7 @@ func (s *ARPSampler) run(ctx context.Context, c *arp.Client, ip netip.Addr) {
 
 // Finish stops sampling and returns the rounds sampled, the replies per MAC
 // and the rounds in which two MACs answered.
-func (s *ARPSampler) Finish() (rounds int, macs map[string]int, split []string) {
+func (s *ARPSampler) Finish() (rounds int, macs map[string]int, split []Split) {
 	s.stop()
 	<-s.done
 

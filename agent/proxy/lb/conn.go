@@ -197,19 +197,12 @@ func (c *conn) flush(s *stream, to int) bool {
 		}
 
 		n, errno := rawIO(unix.SYS_WRITE, c.fd[to], s.out)
+		if !c.wrote(to, errno) {
+			return false
+		}
 
-		switch errno {
-		case 0:
+		if errno == 0 {
 			s.out = s.out[n:]
-		case unix.EINTR:
-		case unix.EAGAIN:
-			c.writable[to] = false
-
-			return false
-		default:
-			c.close()
-
-			return false
 		}
 	}
 
@@ -224,19 +217,12 @@ func (c *conn) flush(s *stream, to int) bool {
 		}
 
 		n, errno := rawSplice(s.pipe.r, c.fd[to], s.inPipe)
+		if !c.wrote(to, errno) {
+			return false
+		}
 
-		switch errno {
-		case 0:
+		if errno == 0 {
 			s.inPipe -= n
-		case unix.EINTR:
-		case unix.EAGAIN:
-			c.writable[to] = false
-
-			return false
-		default:
-			c.close()
-
-			return false
 		}
 	}
 
@@ -246,6 +232,21 @@ func (c *conn) flush(s *stream, to int) bool {
 	}
 
 	return true
+}
+
+// wrote takes the outcome of one write or splice to fd[to]: false when the
+// stream must wait for the socket to drain (or the connection ended).
+func (c *conn) wrote(to int, errno unix.Errno) bool {
+	switch errno {
+	case 0, unix.EINTR:
+		return true
+	case unix.EAGAIN:
+		c.writable[to] = false
+	default:
+		c.close()
+	}
+
+	return false
 }
 
 // fillPipe splices what fd[from] holds into the (empty) pipe. Unlike a
